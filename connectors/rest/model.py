@@ -1,0 +1,63 @@
+"""The REST connector's internal config model; both rest.json formats are read into it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from converters.config import ConverterConfig
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """Who may call an endpoint (``basic`` or ``anonymous``) or how the gateway calls a target."""
+
+    type: str = "anonymous"  # "anonymous" | "basic" | "cert" (downlink only)
+    username: str = ""
+    password: str = ""
+    cert: str = ""
+    key: str = ""
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"Security(type={self.type!r}, username={self.username!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """One endpoint: its path, allowed methods, security and converter."""
+
+    endpoint: str
+    methods: tuple[str, ...]
+    security: Security
+    converter: ConverterConfig
+    pointer: str = ""  # JSON pointer of this entry in the file, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The HTTP server: bind address, TLS and the explicit resource limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    ssl: bool = False
+    cert: str = ""
+    key: str = ""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    threads: int = 8
+    connection_limit: int = 1000
+    channel_timeout: int = 30
+    base_url: str = ""  # for relative downlink URLs; default: this server's own address
+
+
+@dataclass(frozen=True, slots=True)
+class RestConfig:
+    """A whole rest.json, normalised. ``format`` says which reader produced it."""
+
+    file: str
+    format: str  # "legacy" (rest-connector.md, flat) | "current" (server/requestsMapping)
+    server: ServerConfig
+    mappings: tuple[Mapping, ...]
+    attribute_updates: tuple[dict[str, Any], ...] = ()
+    server_side_rpc: tuple[dict[str, Any], ...] = ()
+    attribute_requests: tuple[dict[str, Any], ...] = ()

@@ -1,0 +1,1 @@
+"""Custom converters bundled with rest-gateway, loaded by name from a mapping's converter config."""

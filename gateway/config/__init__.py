@@ -1,0 +1,1 @@
+"""Config loading and validation: the general gateway config and the connector configs it names."""

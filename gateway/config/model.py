@@ -1,0 +1,77 @@
+"""The general gateway config model (config/gateway.yaml), mirroring the ThingsBoard IoT Gateway's."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS to the MQTT broker: CA file, optional client certificate and key."""
+
+    ca_cert: str = ""
+    cert: str = ""
+    private_key: str = ""
+    insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Self-imposed limits towards ThingsBoard (0 = none); ThingsBoard's own, when it tells, win."""
+
+    messages_per_second: float = 0.0
+    datapoints_per_second: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ThingsBoardConfig:
+    """Where and how to reach ThingsBoard's MQTT gateway API."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    access_token: str = ""
+    username: str = ""
+    password: str = ""
+    client_id: str = ""
+    tls: TlsConfig | None = None
+    qos: int = 1
+    protocol: str = "mqtt5"  # "mqtt5" | "mqtt311"
+    keepalive: int = 60
+    max_payload_bytes: int = 65536
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    min_reconnect_delay: float = 1.0
+    max_reconnect_delay: float = 60.0
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"ThingsBoardConfig(host={self.host!r}, port={self.port}, protocol={self.protocol!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Event storage: ``sqlite`` (durable, default) or ``memory``, with its size limits."""
+
+    type: str = "sqlite"
+    data_file_path: str = "./data/gateway.db"
+    max_records: int = 1_000_000
+    max_size_mb: int = 1024
+    read_batch: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorEntry:
+    """One connector named in the general config."""
+
+    name: str
+    type: str
+    configuration: str  # absolute path of the connector's config file
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The whole general config, with relative paths already resolved against its file."""
+
+    file: str
+    thingsboard: ThingsBoardConfig
+    storage: StorageConfig
+    connectors: tuple[ConnectorEntry, ...]
+    log_level: str = "INFO"
+    extension_paths: tuple[str, ...] = ()  # extra folders searched for custom converters

@@ -1,0 +1,56 @@
+"""The event-storage interface shared by every backend (memory, sqlite)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class StorageFull(Exception):
+    """The configured size limit is reached; the caller answers 503 with Retry-After."""
+
+
+class StorageFailure(Exception):
+    """The backend cannot write (disk full, unwritable file, corrupt database)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored event: its position in the queue and its payload (compact JSON bytes)."""
+
+    id: int
+    payload: bytes
+
+
+class EventStorage(ABC):
+    """A FIFO of opaque payloads that survives what the backend promises to survive.
+
+    ``put`` returns only once the events are durable (for sqlite: committed), so a caller may
+    acknowledge them. One consumer reads from the head with ``peek`` and removes what it has
+    delivered with ``remove_through``; events are never removed before that (at-least-once).
+    All methods are thread-safe.
+    """
+
+    @abstractmethod
+    def put(self, payloads: Sequence[bytes]) -> None:
+        """Append ``payloads`` atomically (all or none). Raises StorageFull or StorageFailure."""
+
+    @abstractmethod
+    def peek(self, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` oldest events, in order, without removing them."""
+
+    @abstractmethod
+    def remove_through(self, event_id: int) -> None:
+        """Remove every event with id <= ``event_id`` (they were delivered)."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of events stored."""
+
+    def wait_for_data(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds until an event may be available; True if one is."""
+        return self.count() > 0
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release the backend; later calls raise StorageFailure."""

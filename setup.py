@@ -1,0 +1,27 @@
+"""Installs rest-gateway: the daemon, its connectors, converters and bundled extensions."""
+from setuptools import find_packages, setup
+
+setup(
+    name="rest-gateway",
+    version="0.1.0",
+    description="IoT gateway: legacy HTTP devices to ThingsBoard over the MQTT gateway API, durably",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["gateway*", "connectors*", "converters*", "extensions*"]),
+    package_data={"connectors.rest": ["*.json", "README.md"], "gateway.config": ["*.json"]},
+    install_requires=[
+        "flask>=3.0",
+        "waitress>=3.0",
+        "jsonpath-ng>=1.6",
+        "requests>=2.31",
+        "regex>=2023.0",
+        "pyyaml>=6.0",
+        "paho-mqtt>=2.0,<3",
+        "jsonschema>=4.18",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "amqtt>=0.11", "ruff>=0.5", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["rest-gateway=gateway.cli:main"]},
+)
