@@ -1,0 +1,1 @@
+"""rest-gateway test suite."""

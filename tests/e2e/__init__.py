@@ -1,0 +1,1 @@
+"""End-to-end tests: the daemon as a real process, a real broker and subscriber."""

@@ -1,0 +1,1 @@
+"""Integration tests: real broker, real threads, in-process components."""
