@@ -1,0 +1,128 @@
+"""In-memory event storage: a bounded FIFO that refuses (never drops) when full; lost on restart."""
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
+
+# Estimated bookkeeping cost of one stored event on top of its payload bytes. Both backends count
+# ``len(payload) + RECORD_OVERHEAD_BYTES`` against ``max_size_mb`` so the limit means the same thing.
+RECORD_OVERHEAD_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SizeLimits:
+    """The two limits every backend enforces: number of events and (estimated) bytes."""
+
+    max_records: int
+    max_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.max_records <= 0 or self.max_bytes <= 0:
+            raise ValueError(f"storage limits must be positive, got {self.max_records} records, "
+                             f"{self.max_bytes} bytes")
+
+    @classmethod
+    def from_config(cls, max_records: int, max_size_mb: int) -> SizeLimits:
+        """Limits from the config's ``max_records`` and ``max_size_mb`` (MiB)."""
+        return cls(max_records, max_size_mb * 1024 * 1024)
+
+    def admits(self, records: int, size: int, more_records: int, more_size: int) -> bool:
+        """Whether ``more_*`` can be added to what is already stored without passing a limit."""
+        return records + more_records <= self.max_records and size + more_size <= self.max_bytes
+
+
+def payload_size(payloads: Sequence[bytes]) -> int:
+    """The size ``payloads`` count against ``max_size_mb``; raises TypeError for non-bytes."""
+    total = 0
+    for payload in payloads:
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(f"event payloads must be bytes, got {type(payload).__name__}")
+        total += len(payload)
+    return total + RECORD_OVERHEAD_BYTES * len(payloads)
+
+
+class MemoryStorage(EventStorage):
+    """A bounded, thread-safe FIFO in RAM. ``put`` is immediate; nothing survives a restart."""
+
+    def __init__(self, limits: SizeLimits) -> None:
+        self._limits = limits
+        self._events: deque[StoredEvent] = deque()
+        self._size = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._data = threading.Condition(self._lock)
+        self._closed = False
+        self._put_count = 0
+        self._rejected_full = 0
+
+    def put(self, payloads: Sequence[bytes]) -> None:
+        """Append all ``payloads`` or none; raises StorageFull when a limit would be passed."""
+        size = payload_size(payloads)
+        if not payloads:
+            self._check_open()
+            return
+        with self._lock:
+            self._check_open()
+            if not self._limits.admits(len(self._events), self._size, len(payloads), size):
+                self._rejected_full += 1
+                raise StorageFull(f"memory storage is full ({len(self._events)} events, "
+                                  f"~{self._size} bytes stored)")
+            ids = self._ids
+            self._events.extend(StoredEvent(next(ids), bytes(p)) for p in payloads)
+            self._size += size
+            self._put_count += 1
+            self._data.notify_all()
+
+    def peek(self, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` oldest events, in order, without removing them."""
+        with self._lock:
+            self._check_open()
+            return list(itertools.islice(self._events, max(limit, 0)))
+
+    def remove_through(self, event_id: int) -> None:
+        """Drop every event with id <= ``event_id``."""
+        with self._lock:
+            self._check_open()
+            events = self._events
+            removed = 0
+            while events and events[0].id <= event_id:
+                removed += len(events.popleft().payload)
+                removed += RECORD_OVERHEAD_BYTES
+            self._size -= removed
+
+    def count(self) -> int:
+        """Number of events stored."""
+        with self._lock:
+            self._check_open()
+            return len(self._events)
+
+    def wait_for_data(self, timeout: float) -> bool:
+        """Block until an event is stored (woken by ``put``), at most ``timeout`` seconds."""
+        with self._lock:
+            self._check_open()
+            if not self._events:
+                self._data.wait_for(lambda: self._events or self._closed, timeout)
+            return bool(self._events) and not self._closed
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: stored events and bytes, accepted puts, refusals, failures."""
+        with self._lock:
+            return {"stored": len(self._events), "bytes": self._size, "put_count": self._put_count,
+                    "rejected_full": self._rejected_full, "failures": 0}
+
+    def close(self) -> None:
+        """Release the events; later calls raise StorageFailure. Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._events.clear()
+            self._size = 0
+            self._data.notify_all()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageFailure("memory storage is closed")

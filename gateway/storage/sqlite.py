@@ -1,0 +1,312 @@
+"""SQLite event storage: a durable FIFO where one writer thread group-commits concurrent puts."""
+from __future__ import annotations
+
+import fcntl
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from itertools import starmap
+from typing import TextIO
+
+from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
+from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, payload_size
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)"
+_INSERT = "INSERT INTO events(payload) VALUES (?)"
+_MEASURE = "SELECT count(*), total(length(payload)) FROM events"
+_MEASURE_THROUGH = "SELECT count(*), total(length(payload)) FROM events WHERE id <= ?"
+_DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
+_PEEK = "SELECT id, payload FROM events ORDER BY id LIMIT ?"
+_BUSY_TIMEOUT_S = 10.0
+_WAL_LIMIT_BYTES = 16 * 1024 * 1024
+
+
+class _Batch:
+    """The puts one transaction commits together; their callers wait on ``done``."""
+
+    __slots__ = ("puts", "sizes", "rejected", "failure", "done")
+
+    def __init__(self) -> None:
+        self.puts: list[Sequence[bytes]] = []
+        self.sizes: list[int] = []
+        self.rejected: dict[int, str] = {}  # index of a refused put -> why (StorageFull)
+        self.failure: str | None = None  # set when the transaction failed (StorageFailure)
+        self.done = threading.Event()
+
+
+class SqliteStorage(EventStorage):
+    """Durable FIFO in one SQLite file (WAL, synchronous=FULL): ``put`` returns once committed.
+
+    Callers of ``put`` queue their payloads and wait; a single writer thread takes everything queued
+    so far, inserts it in ONE transaction (one fsync) and wakes each caller with its outcome. Reads
+    (``peek``) use a second connection and never wait for a commit in progress.
+    """
+
+    def __init__(self, path: str, limits: SizeLimits) -> None:
+        self._path = path
+        self._limits = limits
+        self._lock = threading.Lock()  # guards the queue, the counters and the flags
+        self._work = threading.Condition(self._lock)  # writer: a batch is waiting
+        self._data = threading.Condition(self._lock)  # consumers: events were committed
+        self._write_lock = threading.Lock()  # one write transaction at a time (writer vs delete)
+        self._read_lock = threading.Lock()  # the reader connection is used by one thread at a time
+        self._batch = _Batch()
+        self._closing = False
+        self._closed = False
+        self._failing = False
+        self._writer_broken = False
+        self._stats = {"put_count": 0, "rejected_full": 0, "failures": 0, "commits": 0}
+        self._lock_file = self._claim()
+        try:
+            self._writer = self._connect(synchronous="FULL")
+            try:
+                self._reader = self._connect(synchronous="NORMAL")
+            except StorageFailure:
+                self._writer.close()
+                raise
+            self._count, self._size = self._measure(self._writer)
+        except BaseException:
+            self._lock_file.close()
+            raise
+        self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
+        self._thread.start()
+
+    # -- the EventStorage interface -------------------------------------------------------------
+
+    def put(self, payloads: Sequence[bytes]) -> None:
+        """Append all ``payloads`` or none; returns once they are committed to disk.
+
+        Raises StorageFull when a limit would be passed and StorageFailure when the write fails or
+        the storage is closed.
+        """
+        size = payload_size(payloads)
+        with self._lock:
+            if self._closing:
+                raise StorageFailure(f"event storage {self._path} is closed")
+            if not payloads:
+                return
+            batch = self._batch
+            index = len(batch.puts)
+            batch.puts.append(payloads)
+            batch.sizes.append(size)
+            if index == 0:
+                self._work.notify()
+        batch.done.wait()
+        if batch.rejected:
+            reason = batch.rejected.get(index)
+            if reason is not None:
+                raise StorageFull(reason)
+        if batch.failure is not None:
+            raise StorageFailure(batch.failure)
+
+    def peek(self, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` oldest committed events, in order, without removing them."""
+        with self._read_lock:
+            self._check_open()
+            try:
+                rows = self._reader.execute(_PEEK, (max(limit, 0),)).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageFailure(f"cannot read events from {self._path}: {exc}") from exc
+        return list(starmap(StoredEvent, rows))
+
+    def remove_through(self, event_id: int) -> None:
+        """Delete every event with id <= ``event_id`` in one ``DELETE`` (not fsynced, see docs)."""
+        with self._write_lock:
+            with self._read_lock:
+                self._check_open()
+                conn = self._reader
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    removed, size = conn.execute(_MEASURE_THROUGH, (event_id,)).fetchone()
+                    if removed:
+                        conn.execute(_DELETE_THROUGH, (event_id,))
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    _rollback(conn)
+                    raise StorageFailure(f"cannot remove events from {self._path}: {exc}") from exc
+            with self._lock:
+                self._count -= removed
+                self._size -= int(size) + RECORD_OVERHEAD_BYTES * removed
+
+    def count(self) -> int:
+        """Number of committed events."""
+        with self._lock:
+            self._check_open()
+            return self._count
+
+    def wait_for_data(self, timeout: float) -> bool:
+        """Block until a commit brings events (or ``close``), at most ``timeout`` seconds."""
+        with self._lock:
+            self._check_open()
+            if not self._count:
+                self._data.wait_for(lambda: self._count or self._closing, timeout)
+            return self._count > 0 and not self._closing
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: stored events and bytes, accepted puts, refusals, failures, commits."""
+        with self._lock:
+            return {"stored": self._count, "bytes": self._size, **self._stats}
+
+    def close(self) -> None:
+        """Commit every put already accepted, stop the writer and close the file. Idempotent."""
+        with self._lock:
+            self._closing = True
+            self._work.notify()
+            self._data.notify_all()
+        self._thread.join()
+        with self._write_lock, self._read_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for conn in (self._writer, self._reader):
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:  # nothing is pending; report and go on
+                    log.warning("closing event storage %s: %s", self._path, exc)
+            self._lock_file.close()
+
+    # -- the writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._batch.puts and not self._closing:
+                    self._work.wait()
+                batch = self._batch
+                if not batch.puts:
+                    return  # closing, and everything accepted has been written
+                self._batch = _Batch()
+            try:
+                self._write(batch)
+            except Exception as exc:  # never let the writer die: fail this batch, serve the next
+                log.exception("event storage writer for %s failed", self._path)
+                batch.failure = f"cannot store events in {self._path}: {exc}"
+            finally:
+                batch.done.set()
+
+    def _write(self, batch: _Batch) -> None:
+        """Insert the admitted puts of ``batch`` in one transaction, refusing those over a limit."""
+        limits = self._limits
+        with self._write_lock:
+            with self._lock:
+                count, size = self._count, self._size
+            rows: list[bytes] = []
+            added = added_size = accepted = 0
+            for index, (payloads, put_size) in enumerate(zip(batch.puts, batch.sizes, strict=True)):
+                if limits.admits(count + added, size + added_size, len(payloads), put_size):
+                    rows.extend(payloads)
+                    added += len(payloads)
+                    added_size += put_size
+                    accepted += 1
+                else:
+                    batch.rejected[index] = (
+                        f"event storage {self._path} is full ({count + added} events, "
+                        f"~{size + added_size} bytes; limits {limits.max_records} events, "
+                        f"{limits.max_bytes} bytes)")
+            failure = self._commit(rows) if rows else None
+            with self._lock:
+                stats = self._stats
+                stats["rejected_full"] += len(batch.rejected)
+                if failure is None:
+                    self._count += added
+                    self._size += added_size
+                    stats["put_count"] += accepted
+                    stats["commits"] += 1 if rows else 0
+                    if rows:
+                        self._data.notify_all()
+                else:
+                    batch.failure = failure
+                    stats["failures"] += accepted
+        self._note_health(failure)
+
+    def _commit(self, rows: list[bytes]) -> str | None:
+        """Insert ``rows`` in one transaction; None on success, else why it failed."""
+        try:
+            if self._writer_broken:
+                self._reopen_writer()
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, zip(rows))  # noqa: B905 - zip of one iterable yields 1-tuples
+            conn.execute("COMMIT")
+            return None
+        except (sqlite3.Error, StorageFailure) as exc:
+            self._writer_broken = True
+            _rollback(self._writer)
+            return f"cannot store events in {self._path}: {exc}"
+
+    def _reopen_writer(self) -> None:
+        """Replace a connection that failed mid-transaction and recount what is really stored."""
+        try:
+            self._writer.close()
+        except sqlite3.Error:
+            pass
+        self._writer = self._connect(synchronous="FULL")
+        count, size = self._measure(self._writer)
+        with self._lock:
+            self._count, self._size = count, size
+        self._writer_broken = False
+
+    def _note_health(self, failure: str | None) -> None:
+        """Log a change between healthy and failing once, not once per batch."""
+        if failure is not None and not self._failing:
+            log.error("%s; puts are refused until the cause is fixed", failure)
+        elif failure is None and self._failing:
+            log.warning("event storage %s is writable again", self._path)
+        self._failing = failure is not None
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _claim(self) -> TextIO:
+        """Lock ``<path>-lock`` so two processes never serve (and deliver) the same events."""
+        lock_path = f"{self._path}-lock"
+        try:
+            handle = open(lock_path, "a")  # held open until close()
+        except OSError as exc:
+            raise StorageFailure(f"cannot open event storage {self._path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise StorageFailure(f"event storage {self._path} is in use by another process "
+                                 f"or storage ({lock_path} is locked)") from exc
+        return handle
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        """Open a connection in WAL mode; the schema is created if missing."""
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"WAL journal mode is not available (got {mode})")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            conn.execute(_SCHEMA)
+            return conn
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise StorageFailure(f"cannot open event storage {self._path}: {exc}") from exc
+
+    def _measure(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        try:
+            count, size = conn.execute(_MEASURE).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageFailure(f"cannot read event storage {self._path}: {exc}") from exc
+        return count, int(size) + RECORD_OVERHEAD_BYTES * count
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageFailure(f"event storage {self._path} is closed")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.debug("rollback failed: %s", exc)

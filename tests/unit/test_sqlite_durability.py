@@ -1,0 +1,199 @@
+"""SQLite storage only: restart, SIGKILL after acknowledgement, group commit and disk failures."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.storage.base import StorageFailure
+from gateway.storage.memory import SizeLimits
+from gateway.storage.sqlite import SqliteStorage
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMITS = SizeLimits(max_records=1_000_000, max_bytes=1 << 30)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[SqliteStorage]]:
+    """Storages a test opens; each is closed afterwards even when the test fails."""
+    storages: list[SqliteStorage] = []
+    yield storages
+    for storage in storages:
+        storage.close()
+
+
+def open_storage(opened: list[SqliteStorage], path: Path, limits: SizeLimits = LIMITS) -> SqliteStorage:
+    storage = SqliteStorage(str(path), limits)
+    opened.append(storage)
+    return storage
+
+
+def run_child(script: str, *args: str) -> subprocess.Popen[str]:
+    """Start ``script`` in a fresh interpreter that can import the gateway package."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_reopen_gives_the_same_events_in_order(opened: list[SqliteStorage], tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    first = open_storage(opened, path)
+    first.put([b"a", b"b"])
+    first.put([b"c"])
+    first.remove_through(first.peek(1)[0].id)
+    before, stats_before = first.peek(10), first.stats()
+    first.close()
+    again = open_storage(opened, path)
+    assert again.peek(10) == before
+    assert [e.payload for e in before] == [b"b", b"c"]
+    assert again.count() == 2
+    assert again.stats()["bytes"] == stats_before["bytes"]
+    last = before[-1].id
+    again.remove_through(last)
+    again.close()
+    third = open_storage(opened, path)  # emptied, then reopened: ids still never go back
+    third.put([b"d"])
+    assert third.peek(1)[0].id > last
+
+
+def test_second_opener_of_the_same_file_is_refused(opened: list[SqliteStorage], tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    open_storage(opened, path)
+    with pytest.raises(StorageFailure, match="in use"):
+        open_storage(opened, path)
+
+
+KILLED_WRITER = """
+    import sys, threading
+    from gateway.storage.memory import SizeLimits
+    from gateway.storage.sqlite import SqliteStorage
+    storage = SqliteStorage(sys.argv[1], SizeLimits(10_000_000, 1 << 30))
+    out = threading.Lock()
+    def work(t):
+        i = 0
+        while True:
+            storage.put([b"%d:%d:0" % (t, i), b"%d:%d:1" % (t, i)])
+            with out:
+                print(f"{t}:{i}", flush=True)
+            i += 1
+    for t in range(4):
+        threading.Thread(target=work, args=(t,), daemon=True).start()
+    threading.Event().wait()
+"""
+
+
+def test_every_acknowledged_put_survives_sigkill(opened: list[SqliteStorage], tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    child = run_child(KILLED_WRITER, str(path))
+    acked: list[str] = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            acked.append(line.strip())
+            if len(acked) >= 300:
+                break
+        child.send_signal(signal.SIGKILL)  # right after put returned, with puts still in flight
+    finally:
+        child.kill()
+        _, err = child.communicate()
+    assert len(acked) >= 300, f"child stopped early: {err}"
+    storage = open_storage(opened, path)
+    events = storage.peek(10_000_000)
+    stored = [e.payload.decode() for e in events]
+    for ack in acked:
+        assert f"{ack}:0" in stored and f"{ack}:1" in stored, f"acknowledged put {ack} was lost"
+    for n in range(0, len(stored), 2):  # every put, acknowledged or not, is whole and contiguous
+        assert stored[n].endswith(":0") and stored[n + 1] == stored[n][:-1] + "1"
+        assert events[n + 1].id == events[n].id + 1
+
+
+def test_concurrent_puts_share_commits(opened: list[SqliteStorage], tmp_path: Path) -> None:
+    storage = open_storage(opened, tmp_path / "gateway.db")
+    threads, puts = 8, 100
+    start = threading.Barrier(threads)
+
+    def worker(t: int) -> None:
+        start.wait()
+        for i in range(puts):
+            storage.put([b"%d:%d" % (t, i)])
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stats = storage.stats()
+    assert stats["put_count"] == threads * puts == stats["stored"]
+    assert 0 < stats["commits"] < stats["put_count"], "every put paid for its own transaction"
+
+
+def test_path_inside_a_regular_file_is_a_clear_failure(opened: list[SqliteStorage], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    path = blocker / "gateway.db"  # a file where a folder is expected: refused even for root
+    with pytest.raises(StorageFailure) as caught:
+        open_storage(opened, path)
+    assert str(path) in str(caught.value)
+    good = open_storage(opened, tmp_path / "good.db")  # other storages are unaffected
+    good.put([b"still fine"])
+    assert good.count() == 1
+
+
+def test_corrupt_database_is_a_clear_failure(opened: list[SqliteStorage], tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    path.write_bytes(b"this is not an sqlite database " * 200)
+    with pytest.raises(StorageFailure, match="not a database") as caught:
+        open_storage(opened, path)
+    assert str(path) in str(caught.value)
+
+
+DISK_FULL_WRITER = """
+    import resource, signal, sys
+    from gateway.storage.base import StorageFailure
+    from gateway.storage.memory import SizeLimits
+    from gateway.storage.sqlite import SqliteStorage
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, write() fails with EFBIG
+    storage = SqliteStorage(sys.argv[1], SizeLimits(1_000_000, 1 << 30))
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, hard))  # the "disk" holds 256 KiB a file
+    big = b"x" * 20_000
+    for i in range(1000):
+        try:
+            storage.put([b"%d:" % i + big])
+        except StorageFailure as exc:
+            print("failed", i, exc, flush=True)
+            break
+        print("acked", i, flush=True)
+    try:
+        storage.put([b"still-full:" + big])
+        print("unexpected success", flush=True)
+    except StorageFailure:
+        print("still failing", flush=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the operator frees space
+    storage.put([b"recovered:" + big])
+    print("recovered", storage.stats()["failures"], flush=True)
+    storage.close()
+"""
+
+
+def test_disk_full_fails_puts_and_the_writer_recovers(opened: list[SqliteStorage], tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    child = run_child(DISK_FULL_WRITER, str(path))
+    out, err = child.communicate(timeout=120)
+    lines = out.splitlines()
+    assert child.returncode == 0, err
+    acked = [line.split()[1] for line in lines if line.startswith("acked")]
+    failed = [line for line in lines if line.startswith("failed")]
+    assert acked and len(failed) == 1, out
+    assert str(path) in failed[0] and "cannot store events" in failed[0]
+    assert "still failing" in lines and lines[-1] == "recovered 2"
+    storage = open_storage(opened, path)
+    prefixes = [e.payload.split(b":")[0].decode() for e in storage.peek(10_000)]
+    assert prefixes == [*acked, "recovered"], "a failed put left data behind or an acked one is gone"
