@@ -1,0 +1,512 @@
+"""HTTPS for the REST connector: a TLS terminator that relays decrypted bytes to waitress."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import socket
+import ssl
+import threading
+import time
+
+CHUNK_BYTES = 64 * 1024
+BUFFER_LIMIT_BYTES = 256 * 1024  # per connection and direction; reading pauses above it
+DRAIN_QUIET_SECONDS = 0.25  # while closing, a connection quiet this long between requests is closed
+ACCEPTS_PER_WAKEUP = 64
+_ACCEPT_PAUSE_SECONDS = 0.1  # after EMFILE/ENFILE, so a full fd table cannot spin the loop
+_BACKEND_WARNING_INTERVAL = 60.0
+
+_HANDSHAKE, _CONNECTING, _OPEN = "handshake", "connecting", "open"
+
+
+class TlsConfigError(Exception):
+    """The certificate or key cannot be used; the message names the file and the reason."""
+
+
+def build_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server-side context (TLS >= 1.2, no renegotiation) with ``cert`` and ``key`` loaded.
+
+    ``~`` is expanded. Raises TlsConfigError naming the file at fault; never prompts for a
+    passphrase (an encrypted key is an error).
+    """
+    cert_path, key_path = os.path.expanduser(cert), os.path.expanduser(key)
+    for label, path in (("certificate", cert_path), ("key", key_path)):
+        if not path:
+            raise TlsConfigError(f"TLS {label} file is not set")
+        if not os.path.isfile(path):
+            raise TlsConfigError(f"TLS {label} file {path!r} does not exist or is not a file")
+        if not os.access(path, os.R_OK):
+            raise TlsConfigError(f"TLS {label} file {path!r} is not readable by this process")
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        probe.load_verify_locations(cafile=cert_path)
+    except (ssl.SSLError, UnicodeDecodeError) as exc:
+        raise TlsConfigError(f"TLS certificate file {cert_path!r} holds no PEM certificate "
+                             f"({_reason(exc)})") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    context.set_alpn_protocols(["http/1.1"])
+    asked: list[bool] = []
+
+    def no_passphrase() -> bytes:
+        asked.append(True)
+        return b""
+
+    try:
+        context.load_cert_chain(cert_path, key_path, password=no_passphrase)
+    except ssl.SSLError as exc:
+        if asked:
+            raise TlsConfigError(f"TLS key file {key_path!r} is encrypted; give an unencrypted key "
+                                 f"(readable only by the gateway's user)") from None
+        raise TlsConfigError(f"TLS key file {key_path!r} is not a PEM private key matching certificate "
+                             f"{cert_path!r} ({_reason(exc)})") from None
+    except OSError as exc:
+        raise TlsConfigError(f"TLS certificate {cert_path!r} / key {key_path!r} cannot be read: "
+                             f"{exc.strerror or exc}") from None
+    return context
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or exc)
+
+
+class _Relay:
+    """One client connection: its TLS state, its waitress connection and both byte queues."""
+
+    __slots__ = ("client", "peer", "tls", "incoming", "outgoing", "backend", "phase", "deadline",
+                 "to_client", "to_backend", "client_tcp_eof", "client_eof", "backend_eof",
+                 "backend_shut", "closing_tls", "awaiting_response", "last_io", "masks")
+
+    def __init__(self, client: socket.socket, peer: object, context: ssl.SSLContext, deadline: float):
+        self.client = client
+        self.peer = peer
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.backend: socket.socket | None = None
+        self.phase = _HANDSHAKE
+        self.deadline = deadline  # of the handshake, then of the backend connect
+        self.to_client = bytearray()
+        self.to_backend = bytearray()
+        self.client_tcp_eof = False  # the client's TCP stream ended
+        self.client_eof = False  # no more plaintext will come from the client
+        self.backend_eof = False
+        self.backend_shut = False  # we half-closed the waitress connection
+        self.closing_tls = False  # close_notify queued; close once it is sent
+        self.awaiting_response = False  # request bytes went to waitress and no answer came yet
+        self.last_io = time.monotonic()
+        self.masks: dict[socket.socket, int] = {}
+
+
+class TlsFront:
+    """Listens on the public address, terminates TLS and relays plaintext to waitress.
+
+    One thread runs a selector loop over every connection: handshakes are non-blocking and
+    bounded by ``handshake_timeout``; at most ``connection_limit`` client connections are open
+    (further ones wait in the kernel's listen backlog). waitress sees every connection coming
+    from the loopback (REMOTE_ADDR 127.0.0.1 or ``localhost`` for a unix socket backend).
+    """
+
+    def __init__(self, host: str, port: int, cert: str, key: str, backend: tuple[str, int] | str,
+                 connection_limit: int = 1000, handshake_timeout: float = 10.0,
+                 logger: logging.Logger | None = None) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {port}")
+        if connection_limit < 1:
+            raise ValueError(f"connection_limit must be >= 1, got {connection_limit}")
+        if handshake_timeout <= 0:
+            raise ValueError(f"handshake_timeout must be > 0, got {handshake_timeout}")
+        self._host = host
+        self._port = port
+        self._backend = backend
+        self._limit = connection_limit
+        self._handshake_timeout = handshake_timeout
+        self._log = logger or logging.getLogger(__name__)
+        self._context = build_context(cert, key)
+        self._listener: socket.socket | None = None
+        self._backend_family = socket.AF_UNIX if isinstance(backend, str) else socket.AF_INET
+        self._backend_address: object = backend
+        self._selector: selectors.BaseSelector | None = None
+        self._waker: tuple[socket.socket, socket.socket] | None = None
+        self._thread: threading.Thread | None = None
+        self._relays: set[_Relay] = set()
+        self._accepting = False
+        self._accept_resume_at = 0.0
+        self._stop_requested = threading.Event()
+        self._drain_deadline = 0.0
+        self._last_backend_warning = float("-inf")
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one until start())."""
+        return self._port
+
+    def start(self) -> None:
+        """Bind the public address and start the relay thread; raises OSError if the port is taken."""
+        if self._thread is not None:
+            raise RuntimeError("TlsFront already started")
+        if not isinstance(self._backend, str):
+            host, port = self._backend
+            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            self._backend_family, self._backend_address = family, address
+        family, _, _, _, address = socket.getaddrinfo(self._host or None, self._port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if os.name == "posix":
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(min(self._limit, socket.SOMAXCONN))
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        self._port = int(listener.getsockname()[1])
+        self._selector = selectors.DefaultSelector()
+        self._waker = socket.socketpair()
+        for end in self._waker:
+            end.setblocking(False)
+        self._selector.register(self._waker[0], selectors.EVENT_READ, None)
+        self._selector.register(listener, selectors.EVENT_READ, "accept")
+        self._accepting = True
+        self._thread = threading.Thread(target=self._run, name=f"tls-front-{self.port}", daemon=True)
+        self._thread.start()
+        self._log.info("HTTPS (TLS >= 1.2) on %s:%d, relaying to waitress at %s; connection limit %d, "
+                       "handshake timeout %.1f s", self._host, self.port, self._backend, self._limit,
+                       self._handshake_timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``timeout`` s, close all, join."""
+        thread = self._thread
+        if thread is None or self._stop_requested.is_set():
+            if thread is not None:
+                thread.join(timeout + 1.0)
+            return
+        self._drain_deadline = time.monotonic() + max(0.0, timeout)
+        self._stop_requested.set()
+        self._wake()
+        thread.join(timeout + 5.0)
+        if thread.is_alive():
+            self._log.warning("TLS front thread did not stop within %.1f s", timeout + 5.0)
+        self._log.info("HTTPS on %s:%d closed", self._host, self.port)
+
+    # -- the loop (only the relay thread touches the sockets below) --------------------------------
+
+    def _wake(self) -> None:
+        if self._waker is not None:
+            try:
+                self._waker[1].send(b"x")
+            except OSError:
+                pass  # buffer full: a wakeup is pending anyway
+
+    def _run(self) -> None:
+        assert self._selector is not None and self._waker is not None and self._listener is not None
+        try:
+            while True:
+                stopping = self._stop_requested.is_set()
+                if stopping and self._accepting:
+                    self._stop_accepting(final=True)
+                now = time.monotonic()
+                if stopping and (not self._relays or now >= self._drain_deadline):
+                    break
+                for key, mask in self._selector.select(self._select_timeout(now, stopping)):
+                    if key.data is None:
+                        self._drain_waker()
+                    elif key.data == "accept":
+                        self._accept()
+                    else:
+                        self._handle(key.data, key.fileobj, mask)
+                self._housekeeping(time.monotonic(), self._stop_requested.is_set())
+        except Exception:
+            self._log.exception("TLS front loop failed; HTTPS connections are closed")
+        finally:
+            for relay in list(self._relays):
+                self._close_relay(relay)
+            self._selector.close()
+            self._listener.close()
+            for end in self._waker:
+                end.close()
+
+    def _select_timeout(self, now: float, stopping: bool) -> float:
+        timeout = 1.0
+        if stopping:
+            timeout = min(timeout, DRAIN_QUIET_SECONDS / 2, max(0.0, self._drain_deadline - now))
+        if not self._accepting and not stopping and self._accept_resume_at > now:
+            timeout = min(timeout, self._accept_resume_at - now)
+        for relay in self._relays:
+            if relay.phase != _OPEN:
+                timeout = min(timeout, max(0.0, relay.deadline - now))
+        return timeout
+
+    def _drain_waker(self) -> None:
+        assert self._waker is not None
+        try:
+            while self._waker[0].recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _stop_accepting(self, final: bool = False) -> None:
+        assert self._selector is not None and self._listener is not None
+        if self._accepting:
+            self._selector.unregister(self._listener)
+            self._accepting = False
+        if final:
+            self._accept_resume_at = float("inf")
+
+    def _housekeeping(self, now: float, stopping: bool) -> None:
+        for relay in list(self._relays):
+            if relay.phase != _OPEN and now >= relay.deadline:
+                what = "TLS handshake" if relay.phase == _HANDSHAKE else "connect to waitress"
+                self._log.debug("%s from %s timed out; closing", what, relay.peer)
+                self._close_relay(relay)
+            elif stopping and self._is_idle(relay, now):
+                self._close_relay(relay, graceful=True)
+        if (not stopping and not self._accepting and len(self._relays) < self._limit
+                and now >= self._accept_resume_at):
+            assert self._selector is not None
+            self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+            self._accepting = True
+
+    @staticmethod
+    def _is_idle(relay: _Relay, now: float) -> bool:
+        """Between requests (or before the first): safe to close while draining."""
+        if relay.phase == _HANDSHAKE:
+            return True
+        return (not relay.awaiting_response and not relay.to_client and not relay.to_backend
+                and relay.incoming.pending == 0 and now - relay.last_io >= DRAIN_QUIET_SECONDS)
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            if len(self._relays) >= self._limit:
+                self._stop_accepting()
+                self._log.debug("connection limit %d reached; new connections wait", self._limit)
+                return
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._log.warning("cannot accept HTTPS connections: %s; pausing", exc.strerror)
+                    self._stop_accepting()
+                    self._accept_resume_at = time.monotonic() + _ACCEPT_PAUSE_SECONDS
+                return
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                relay = _Relay(sock, peer, self._context, time.monotonic() + self._handshake_timeout)
+            except OSError:
+                sock.close()
+                continue
+            self._relays.add(relay)
+            self._set_interest(relay, sock, selectors.EVENT_READ)
+
+    # -- one connection ----------------------------------------------------------------------------
+
+    def _handle(self, relay: _Relay, sock: socket.socket, mask: int) -> None:
+        if relay not in self._relays:
+            return  # closed earlier in this batch of events
+        try:
+            if sock is relay.client:
+                if mask & selectors.EVENT_WRITE and not self._send(relay, sock, relay.to_client):
+                    return
+                if mask & selectors.EVENT_READ:
+                    self._read_client(relay)
+            else:
+                if mask & selectors.EVENT_WRITE:
+                    if relay.phase == _CONNECTING:
+                        self._finish_connect(relay)
+                    elif not self._send(relay, sock, relay.to_backend):
+                        return
+                if mask & selectors.EVENT_READ and relay.phase == _OPEN:
+                    self._read_backend(relay)
+            if relay in self._relays:
+                self._progress(relay)
+        except (ssl.SSLError, OSError) as exc:
+            self._log.debug("HTTPS connection from %s failed: %s", relay.peer, exc)
+            self._close_relay(relay)
+        except Exception:
+            self._log.warning("HTTPS connection from %s failed unexpectedly", relay.peer, exc_info=True)
+            self._close_relay(relay)
+
+    def _send(self, relay: _Relay, sock: socket.socket, buffer: bytearray) -> bool:
+        """Send what the socket takes; False (and the relay closed) when the peer is gone."""
+        try:
+            sent = sock.send(buffer[:CHUNK_BYTES * 4])
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as exc:
+            self._log.debug("HTTPS connection from %s: peer gone (%s)", relay.peer, exc)
+            self._close_relay(relay)
+            return False
+        del buffer[:sent]
+        relay.last_io = time.monotonic()
+        return True
+
+    def _read_client(self, relay: _Relay) -> None:
+        try:
+            data = relay.client.recv(CHUNK_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        relay.last_io = time.monotonic()
+        if data:
+            relay.incoming.write(data)
+        else:
+            relay.client_tcp_eof = True
+            relay.incoming.write_eof()
+
+    def _read_backend(self, relay: _Relay) -> None:
+        assert relay.backend is not None
+        try:
+            data = relay.backend.recv(CHUNK_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        relay.last_io = time.monotonic()
+        if data:
+            relay.awaiting_response = False
+            relay.tls.write(data)
+        else:
+            relay.backend_eof = True
+            relay.to_backend.clear()
+
+    def _progress(self, relay: _Relay) -> None:
+        """Advance the TLS state machine as far as the buffers allow, then update the interests."""
+        if relay.phase == _HANDSHAKE:
+            try:
+                relay.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                if relay.client_tcp_eof:
+                    self._log.debug("client %s left during the TLS handshake", relay.peer)
+                    self._close_relay(relay)
+                    return
+            except ssl.SSLError as exc:
+                # a plain-HTTP client lands here ("http request"); it gets a closed connection
+                self._log.debug("TLS handshake with %s failed: %s", relay.peer, _reason(exc))
+                relay.to_client += relay.outgoing.read()  # the alert, best effort
+                self._close_relay(relay, graceful=True)
+                return
+            else:
+                self._connect_backend(relay)
+                if relay not in self._relays:
+                    return
+        if relay.phase != _HANDSHAKE and not relay.client_eof and not relay.backend_eof:
+            while len(relay.to_backend) < BUFFER_LIMIT_BYTES:
+                try:
+                    data = relay.tls.read(CHUNK_BYTES)
+                except ssl.SSLWantReadError:
+                    relay.client_eof = relay.client_tcp_eof
+                    break
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    relay.client_eof = True
+                    break
+                if not data:
+                    relay.client_eof = True
+                    break
+                relay.to_backend += data
+                relay.awaiting_response = True
+        relay.to_client += relay.outgoing.read()
+        if (relay.client_eof and relay.phase == _OPEN and not relay.to_backend and not relay.backend_shut
+                and not relay.backend_eof):
+            assert relay.backend is not None
+            relay.backend.shutdown(socket.SHUT_WR)  # let waitress see the client's end
+            relay.backend_shut = True
+        if relay.backend_eof and not relay.closing_tls:
+            self._queue_close_notify(relay)
+        if relay.closing_tls and not relay.to_client:
+            self._close_relay(relay)
+            return
+        self._update_interests(relay)
+
+    def _queue_close_notify(self, relay: _Relay) -> None:
+        relay.closing_tls = True
+        try:
+            relay.tls.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass  # close_notify is queued; the peer's reply is not awaited
+        relay.to_client += relay.outgoing.read()
+
+    def _update_interests(self, relay: _Relay) -> None:
+        client_mask = selectors.EVENT_WRITE if relay.to_client else 0
+        room = len(relay.to_backend) < BUFFER_LIMIT_BYTES and relay.incoming.pending < BUFFER_LIMIT_BYTES
+        if room and not relay.client_tcp_eof and not relay.closing_tls:
+            client_mask |= selectors.EVENT_READ
+        self._set_interest(relay, relay.client, client_mask)
+        if relay.backend is None:
+            return
+        if relay.phase == _CONNECTING:
+            backend_mask = selectors.EVENT_WRITE
+        else:
+            backend_mask = selectors.EVENT_WRITE if relay.to_backend else 0
+            if not relay.backend_eof and len(relay.to_client) < BUFFER_LIMIT_BYTES:
+                backend_mask |= selectors.EVENT_READ
+        self._set_interest(relay, relay.backend, backend_mask)
+
+    def _set_interest(self, relay: _Relay, sock: socket.socket, mask: int) -> None:
+        assert self._selector is not None
+        current = relay.masks.get(sock, 0)
+        if mask == current:
+            return
+        if not mask:
+            self._selector.unregister(sock)
+        elif not current:
+            self._selector.register(sock, mask, relay)
+        else:
+            self._selector.modify(sock, mask, relay)
+        relay.masks[sock] = mask
+
+    def _connect_backend(self, relay: _Relay) -> None:
+        sock = socket.socket(self._backend_family, socket.SOCK_STREAM)
+        relay.backend = sock
+        sock.setblocking(False)
+        if self._backend_family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        relay.deadline = time.monotonic() + self._handshake_timeout
+        code = sock.connect_ex(self._backend_address)  # type: ignore[arg-type]
+        if code == 0:
+            relay.phase = _OPEN
+        elif code in (errno.EINPROGRESS, errno.EWOULDBLOCK) and self._backend_family != socket.AF_UNIX:
+            relay.phase = _CONNECTING
+        else:
+            self._backend_failed(relay, code)
+
+    def _finish_connect(self, relay: _Relay) -> None:
+        assert relay.backend is not None
+        code = relay.backend.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._backend_failed(relay, code)
+        else:
+            relay.phase = _OPEN
+
+    def _backend_failed(self, relay: _Relay, code: int) -> None:
+        now = time.monotonic()
+        if now - self._last_backend_warning >= _BACKEND_WARNING_INTERVAL:
+            self._last_backend_warning = now
+            self._log.warning("TLS front cannot reach waitress at %s: %s (further failures in the next "
+                              "%d s are not logged)", self._backend, os.strerror(code),
+                              _BACKEND_WARNING_INTERVAL)
+        self._close_relay(relay)
+
+    def _close_relay(self, relay: _Relay, graceful: bool = False) -> None:
+        if relay not in self._relays:
+            return
+        self._relays.discard(relay)
+        assert self._selector is not None
+        for sock in list(relay.masks):
+            if relay.masks[sock]:
+                self._selector.unregister(sock)
+        relay.masks.clear()
+        if graceful and relay.phase != _HANDSHAKE and not relay.closing_tls:
+            self._queue_close_notify(relay)
+        if graceful and relay.to_client:
+            try:
+                relay.client.send(relay.to_client)  # best effort: an alert or close_notify
+            except OSError:
+                pass
+        for sock in (relay.client, relay.backend):
+            if sock is not None:
+                sock.close()
