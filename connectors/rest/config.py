@@ -1,0 +1,179 @@
+"""Reads rest.json in either format (legacy rest-connector.md or ThingsBoard gateway 3.7+) into RestConfig."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from connectors.rest.config_checks import check_rest_config
+from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, Security, ServerConfig
+from converters.config import ConverterConfig, ConverterConfigError
+from gateway.config.document import Problems, read_document, resolve_path
+from gateway.config.errors import ConfigError
+from gateway.config.locate import join
+from gateway.config.schema_check import check_schema, load_schema, schema_path
+
+LEGACY, CURRENT = "legacy", "current"
+FORMAT_NAMES = {LEGACY: "ThingsBoard gateway legacy format (rest-connector.md)",
+                CURRENT: "ThingsBoard gateway 3.7+ format"}
+DOWNLINK_SECTIONS = ("attributeUpdates", "serverSideRpc", "attributeRequests")
+SCHEMA_FILE = schema_path(__file__, "schema.json")
+_SERVER = ServerConfig()
+
+
+def detect_format(data: Any) -> str:
+    """``current`` if ``server`` or ``requestsMapping`` is present, else ``legacy``."""
+    if isinstance(data, dict) and ("server" in data or "requestsMapping" in data):
+        return CURRENT
+    return LEGACY
+
+
+def read_rest_config(path: str, extension_paths: Sequence[str] = ()) -> tuple[RestConfig | None, Problems]:
+    """Read, validate and normalise one rest.json; the config is ``None`` when there are errors.
+
+    Never raises for bad input: every problem (syntax, schema, semantics) is in the returned Problems.
+    """
+    document = read_document(path, "json")
+    problems = document.problems
+    if document.data is None:
+        return None, problems
+    return rest_config_from_data(document.data, document.path, problems, extension_paths), problems
+
+
+def load_rest_config(path: str, extension_paths: Sequence[str] = ()) -> RestConfig:
+    """Like :func:`read_rest_config`, but raises :class:`ConfigError` listing every error."""
+    config, problems = read_rest_config(path, extension_paths)
+    if config is None:
+        raise ConfigError(problems.errors)
+    return config
+
+
+def rest_config_from_data(data: Any, file: str, problems: Problems,
+                          extension_paths: Sequence[str] = ()) -> RestConfig | None:
+    """Validate and normalise already-parsed rest.json ``data`` (from ``file``), adding to ``problems``."""
+    fmt = detect_format(data)
+    full = load_schema(SCHEMA_FILE)
+    check_schema(data, {"$ref": f"#/$defs/{fmt}", "$defs": full["$defs"]}, problems)
+    if not isinstance(data, dict):
+        return None
+    server_ptr = "/server" if fmt == CURRENT else ""
+    server_data = _obj(data.get("server")) if fmt == CURRENT else data
+    server = _server(server_data, file, server_ptr, problems)
+    if fmt == LEGACY and isinstance(data.get("requestsMapping"), list):
+        problems.error("/requestsMapping", "is a list", "an object with attributeUpdates/serverSideRpc/...")
+    mappings = tuple(_mapping(entry, join("/mapping", i), problems)
+                     for i, entry in enumerate(_list(data.get("mapping"))) if isinstance(entry, dict))
+    downlinks = _obj(data.get("requestsMapping")) if fmt == CURRENT else data
+    down_ptr = "/requestsMapping" if fmt == CURRENT else ""
+    if fmt == CURRENT:
+        for section in DOWNLINK_SECTIONS:
+            if section in data:
+                problems.warn(join("", section),
+                              f"'{section}' at the top level is ignored in the 3.7+ format",
+                              "it under \"requestsMapping\"")
+    sections = {name: tuple(_downlink(e) for e in _list(downlinks.get(name)) if isinstance(e, dict))
+                for name in DOWNLINK_SECTIONS}
+    config = RestConfig(file=file, format=fmt, server=server, mappings=mappings,
+                        attribute_updates=sections["attributeUpdates"],
+                        server_side_rpc=sections["serverSideRpc"],
+                        attribute_requests=sections["attributeRequests"])
+    check_rest_config(config, server_ptr, down_ptr, problems, extension_paths)
+    return None if problems.errors else config
+
+
+def _obj(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _str(data: dict, key: str, default: str = "") -> str:
+    value = data.get(key, default)
+    return value if isinstance(value, str) else default
+
+
+def _int(data: dict, key: str, default: int) -> int:
+    value = data.get(key, default)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerConfig:
+    port = _SERVER.port
+    raw_port = data.get("port", port)
+    if isinstance(raw_port, str) and raw_port.strip().isdigit():
+        port = int(raw_port.strip())
+        if not 1 <= port <= 65535:
+            problems.error(join(pointer, "port"), f"{raw_port!r} is not a valid port",
+                           "an integer 1-65535 or a string of digits")
+    elif isinstance(raw_port, int) and not isinstance(raw_port, bool):
+        port = raw_port
+    security = _obj(data.get("security"))
+    cert, key = _str(security, "cert"), _str(security, "key")
+    return ServerConfig(
+        host=_str(data, "host", _SERVER.host).strip() or _SERVER.host,
+        port=port,
+        ssl=data.get("SSL") is True,
+        cert=resolve_path(cert, file) if cert else "",
+        key=resolve_path(key, file) if key else "",
+        max_body_bytes=_int(data, "maxBodySize", DEFAULT_MAX_BODY_BYTES),
+        threads=_int(data, "threads", _SERVER.threads),
+        connection_limit=_int(data, "connectionLimit", _SERVER.connection_limit),
+        channel_timeout=_int(data, "channelTimeout", _SERVER.channel_timeout),
+        base_url=_str(data, "baseUrl").rstrip("/"),
+    )
+
+
+def normalise_methods(entry: dict, keys: Sequence[str], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The upper-cased, de-duplicated methods from the first of ``keys`` present (string or list)."""
+    for key in keys:
+        if key in entry:
+            value = entry[key]
+            items = [value] if isinstance(value, str) else _list(value)
+            return tuple(dict.fromkeys(m.strip().upper() for m in items if isinstance(m, str)))
+    return default
+
+
+def _mapping(entry: dict, pointer: str, problems: Problems) -> Mapping:
+    if "HTTPMethods" in entry and "HTTPMethod" in entry:
+        problems.warn(join(pointer, "HTTPMethod"),
+                      "both HTTPMethods and HTTPMethod are set; HTTPMethod is ignored",
+                      "only one of them")
+    security = _obj(entry.get("security"))
+    converter = _converter(entry.get("converter"), join(pointer, "converter"), problems)
+    return Mapping(
+        endpoint=_str(entry, "endpoint"),
+        methods=normalise_methods(entry, ("HTTPMethods", "HTTPMethod"), ("POST",)),
+        security=Security(type=_str(security, "type", "anonymous").lower() or "anonymous",
+                          username=_str(security, "username"), password=_str(security, "password")),
+        converter=converter,
+        pointer=pointer,
+    )
+
+
+def _converter(section: Any, pointer: str, problems: Problems) -> ConverterConfig:
+    try:
+        return ConverterConfig.from_dict(section)
+    except ConverterConfigError as exc:
+        reported = any(p.pointer.startswith(pointer) for p in problems.errors)
+        for where, message in exc.problems if not reported else ():
+            problems.error(pointer + where, message)
+    return ConverterConfig(type="invalid", device_name_expression="")
+
+
+def _downlink(entry: dict) -> dict[str, Any]:
+    """A downlink entry as written, with its method key(s) normalised and ``extension-config`` renamed."""
+    result = dict(entry)
+    for key in ("httpMethod",):
+        if key in result:
+            value = result.pop(key)
+            result.setdefault("HTTPMethod", value)
+    if isinstance(result.get("HTTPMethod"), str):
+        result["HTTPMethod"] = result["HTTPMethod"].strip().upper()
+    if "HTTPMethods" in result or (isinstance(result.get("HTTPMethod"), list)):
+        result["HTTPMethods"] = list(normalise_methods(result, ("HTTPMethods", "HTTPMethod"), ()))
+        if isinstance(result.get("HTTPMethod"), list):
+            del result["HTTPMethod"]
+    if "extension-config" in result:
+        result.setdefault("extensionConfig", result.pop("extension-config"))
+    return result

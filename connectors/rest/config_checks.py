@@ -1,0 +1,193 @@
+"""Semantic checks of a normalised rest.json: what a schema cannot say (routes, files, regexes, classes)."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import regex
+
+from connectors.rest.model import Mapping, RestConfig
+from gateway.config.document import Problems, check_readable_file
+from gateway.config.locate import join
+
+RESERVED_PATHS = ("/health", "/metrics")
+KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+_PATH_VARIABLE = re.compile(r"\{[^{}/]*\}")
+
+
+def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, problems: Problems,
+                      extension_paths: Sequence[str] = ()) -> None:
+    """Add a problem for everything in ``config`` that would fail at startup or at request time."""
+    _check_tls(config, server_ptr, problems)
+    routes: dict[tuple[str, str], str] = {}
+    for mapping in config.mappings:
+        _check_route(mapping.endpoint, mapping.methods, mapping.pointer, routes, problems)
+        _check_security(mapping.security.type, mapping.security.username, mapping.security.password,
+                        mapping.pointer, problems)
+        _check_converter(mapping, problems, extension_paths)
+    sections = (("attributeUpdates", config.attribute_updates, ("deviceNameFilter", "attributeFilter")),
+                ("serverSideRpc", config.server_side_rpc, ("deviceNameFilter", "methodFilter")),
+                ("attributeRequests", config.attribute_requests, ()))
+    for name, entries, filters in sections:
+        for index, entry in enumerate(entries):
+            pointer = join(downlink_ptr, name, index)
+            _check_downlink(entry, pointer, filters, problems)
+            if name == "attributeRequests" and isinstance(entry.get("endpoint"), str):
+                methods = tuple(entry.get("HTTPMethods") or ("POST",))
+                _check_route(entry["endpoint"], methods, pointer, routes, problems)
+
+
+def _check_tls(config: RestConfig, pointer: str, problems: Problems) -> None:
+    server = config.server
+    if not server.ssl:
+        return
+    for key, path in (("cert", server.cert), ("key", server.key)):
+        where = join(pointer, "security", key)
+        if not path:
+            problems.error(where, f"SSL is true but no {key} file is set",
+                           f"security.{key}: the path of a readable PEM file (relative paths are "
+                           "relative to rest.json)", line=problems.index.line(join(pointer, "SSL")))
+            continue
+        reason = check_readable_file(path)
+        if reason:
+            problems.error(where, f"TLS {key} file {path} {reason}", "a readable PEM file")
+
+
+def _route_key(endpoint: str) -> str:
+    """Routes that differ only in path-variable names are the same route."""
+    return _PATH_VARIABLE.sub("{}", endpoint)
+
+
+def _check_route(endpoint: str, methods: Iterable[str], pointer: str,
+                 routes: dict[tuple[str, str], str], problems: Problems) -> None:
+    where = join(pointer, "endpoint")
+    if not endpoint.startswith("/"):
+        problems.error(where, f"endpoint {endpoint!r} does not start with '/'",
+                       f"a path such as '/{endpoint}'")
+        return
+    for reserved in RESERVED_PATHS:
+        if endpoint.rstrip("/") == reserved or endpoint.startswith(reserved + "/"):
+            problems.error(where, f"endpoint {endpoint!r} is reserved by the gateway ({reserved})",
+                           f"another path; {', '.join(RESERVED_PATHS)} are served by rest-gateway itself")
+            return
+    methods = tuple(methods)
+    if not methods:
+        problems.error(pointer, "no HTTP method is allowed",
+                       "HTTPMethods: a non-empty list such as [\"POST\"]")
+    for method in methods:
+        if method not in KNOWN_METHODS:
+            problems.error(join(pointer, "HTTPMethods"), f"unknown HTTP method {method!r}",
+                           "one of " + ", ".join(KNOWN_METHODS))
+            continue
+        key = (_route_key(endpoint), method)
+        if key in routes:
+            problems.error(where, f"{method} {endpoint} is already mapped at {routes[key]}",
+                           "each endpoint and method in one mapping entry only")
+        else:
+            routes[key] = pointer
+
+
+def _check_security(kind: str, username: str, password: str, pointer: str, problems: Problems,
+                    allowed: tuple[str, ...] = ("anonymous", "basic")) -> None:
+    where = join(pointer, "security")
+    if kind not in allowed:
+        problems.error(join(where, "type"), f"unknown security type {kind!r}", " or ".join(allowed))
+    if kind == "basic":
+        for key, value in (("username", username), ("password", password)):
+            if not value:
+                problems.error(where, f"basic security without a {key}",
+                               f"a non-empty \"{key}\" for type basic")
+
+
+def _check_converter(mapping: Mapping, problems: Problems, extension_paths: Sequence[str]) -> None:
+    conv = mapping.converter
+    where = join(mapping.pointer, "converter")
+    if conv.type not in ("json", "custom"):
+        return  # the schema has reported it
+    if conv.type == "custom":
+        if not conv.extension:
+            problems.error(where, "custom converter without \"extension\"",
+                           "\"extension\": the name of a converter class (a Converter subclass)")
+        else:
+            _check_extension(conv.extension, join(where, "extension"), problems, extension_paths)
+        return
+    if conv.extension:
+        problems.warn(join(where, "extension"), "\"extension\" is ignored for a json converter",
+                      "\"type\": \"custom\" to use the extension class")
+    info_ptr = join(where, "deviceInfo") if "deviceInfo" in conv.raw else where
+    if not conv.device_name_expression:
+        problems.error(info_ptr, "no device name expression",
+                       "deviceInfo.deviceNameExpression (3.7+) or deviceNameExpression (legacy), "
+                       "e.g. \"${sensorName}\"")
+    templates = []
+    if conv.device_name_source == "request":
+        templates.append((join(info_ptr, "deviceNameExpression"), conv.device_name_expression))
+    if conv.device_type_source == "request":
+        key = "deviceProfileExpression" if "deviceInfo" in conv.raw else "deviceTypeExpression"
+        templates.append((join(info_ptr, key), conv.device_type_expression))
+    for section, points in (("attributes", conv.attributes), ("timeseries", conv.timeseries)):
+        for index, point in enumerate(points):
+            pointer = join(where, section, index)
+            templates += [(join(pointer, "key"), point.key), (join(pointer, "value"), point.value)]
+            if point.ts_field:
+                templates.append((join(pointer, "tsField"), point.ts_field))
+            _check_type(point.type, join(pointer, "type"), problems)
+    _check_templates(templates, problems)
+
+
+def _check_templates(templates: list[tuple[str, str]], problems: Problems) -> None:
+    try:
+        from converters.expressions import ExpressionError, compile_template
+    except ImportError:  # TODO: converters.expressions not available yet; skip the check
+        return
+    for pointer, text in templates:
+        try:
+            compile_template(text)
+        except ExpressionError as exc:
+            problems.error(pointer, f"invalid expression {text!r}: {exc}",
+                           "text with ${path} placeholders, e.g. \"${sensor.temp}\"")
+
+
+def _check_type(type_name: str, pointer: str, problems: Problems) -> None:
+    try:
+        from converters.casting import KNOWN_TYPES
+    except ImportError:  # TODO: converters.casting not available yet; skip the check
+        return
+    if type_name.strip().lower() not in KNOWN_TYPES:
+        problems.error(pointer, f"unknown data point type {type_name!r}",
+                       "one of " + ", ".join(sorted(KNOWN_TYPES)))
+
+
+def _check_extension(name: str, pointer: str, problems: Problems, extension_paths: Sequence[str]) -> None:
+    try:
+        from converters.loader import ConverterLoadError, find_converter_class
+    except ImportError:  # TODO: converters.loader not available yet; skip the check
+        return
+    try:
+        find_converter_class(name, list(extension_paths))
+    except ConverterLoadError as exc:
+        problems.error(pointer, f"converter class {name!r} cannot be loaded: {exc}",
+                       "a Converter subclass of that name in an extension folder (extensionPaths)")
+
+
+def _check_downlink(entry: dict[str, Any], pointer: str, filters: tuple[str, ...],
+                    problems: Problems) -> None:
+    for key in filters:
+        pattern = entry.get(key)
+        if isinstance(pattern, str):
+            try:
+                regex.compile(pattern)
+            except (regex.error, ValueError, OverflowError, RecursionError) as exc:
+                problems.error(join(pointer, key), f"invalid regular expression {pattern!r}: {exc}",
+                               "a valid regular expression, e.g. \".*\"")
+    method = entry.get("HTTPMethod")
+    if isinstance(method, str) and method not in KNOWN_METHODS:
+        problems.error(join(pointer, "HTTPMethod"), f"unknown HTTP method {method!r}",
+                       "one of " + ", ".join(KNOWN_METHODS))
+    security = entry.get("security")
+    if isinstance(security, dict) and isinstance(security.get("type", "anonymous"), str):
+        kind = security.get("type", "anonymous").lower()
+        allowed = ("anonymous", "basic") if "endpoint" in entry else ("anonymous", "basic", "cert")
+        _check_security(kind, str(security.get("username") or ""), str(security.get("password") or ""),
+                        pointer, problems, allowed)

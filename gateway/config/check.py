@@ -1,0 +1,84 @@
+"""The ``rest-gateway check`` report: every config file read, its format, endpoints, warnings or problems."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from connectors.rest.model import RestConfig
+from gateway.config.errors import ConfigProblem
+from gateway.config.loader import ConfigReport, read_all
+from gateway.config.model import GatewayConfig
+
+
+def check_report(path: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """(exit code: 0 valid, 1 invalid, text to print) for the general config at ``path``; never raises."""
+    try:
+        report = read_all(path, env)
+    except Exception as exc:  # a bug in a reader must not end in a traceback for the user
+        return 1, f"{path}: cannot be checked: internal error {type(exc).__name__}: {exc} (please report)\n"
+    lines: list[str] = []
+    for problems in report.files:
+        if problems.errors:
+            lines.append(f"{problems.file}: INVALID, {len(problems.errors)} problem(s)")
+            lines += [f"  {p}" for p in sorted(problems.errors, key=lambda p: p.line or 0)]
+        elif problems.file in report.formats:
+            lines.append(f"{problems.file}: OK, {report.formats[problems.file]}")
+            lines += _summary(report, problems.file)
+        else:  # read without errors but its config was not built (errors elsewhere in the general file)
+            lines.append(f"{problems.file}: no problems of its own")
+    warnings = report.warnings
+    if warnings:
+        lines.append(f"{len(warnings)} warning(s):")
+        lines += [f"  {w}" for w in warnings]
+    errors = report.errors
+    if errors or report.gateway is None:
+        lines.append(f"Configuration is INVALID: {len(errors)} problem(s); rest-gateway would not start.")
+        return 1, "\n".join(lines) + "\n"
+    lines.append("Configuration is valid.")
+    return 0, "\n".join(lines) + "\n"
+
+
+def _summary(report: ConfigReport, file: str) -> list[str]:
+    if report.gateway is not None and report.gateway.file == file:
+        return _general_summary(report.gateway)
+    for entry, config in report.connectors:
+        if entry.configuration == file and isinstance(config, RestConfig):
+            return [f"  connector {entry.name!r} ({entry.type})", *_rest_summary(config)]
+    return []
+
+
+def _general_summary(cfg: GatewayConfig) -> list[str]:
+    tb = cfg.thingsboard
+    auth = "access token" if tb.access_token else ("username/password" if tb.username else "client id")
+    tls = ", TLS" if tb.tls else ""
+    storage = cfg.storage
+    where = f" at {storage.data_file_path}" if storage.type == "sqlite" else ""
+    lines = [f"  ThingsBoard {tb.host}:{tb.port} ({tb.protocol}, {auth}{tls}, QoS {tb.qos})",
+             f"  storage {storage.type}{where}, at most {storage.max_records} records",
+             f"  log level {cfg.log_level}"]
+    lines += [f"  extension folder {p}" for p in cfg.extension_paths]
+    return lines
+
+
+def _rest_summary(cfg: RestConfig) -> list[str]:
+    server = cfg.server
+    scheme = "https" if server.ssl else "http"
+    lines = [f"  listens on {scheme}://{server.host}:{server.port} (body <= {server.max_body_bytes} bytes, "
+             f"{server.threads} threads, {server.connection_limit} connections)"]
+    for mapping in cfg.mappings:
+        conv = mapping.converter
+        converter = f"custom {conv.extension}" if conv.type == "custom" else conv.type
+        methods = ", ".join(mapping.methods)
+        lines.append(f"  {methods:<12} {mapping.endpoint}  security {mapping.security.type}, "
+                     f"converter {converter}")
+    for entry in cfg.attribute_requests:
+        methods = ", ".join(entry.get("HTTPMethods") or ["POST"])
+        lines.append(f"  {methods:<12} {entry.get('endpoint')}  attribute request")
+    lines.append(f"  attribute updates: {len(cfg.attribute_updates)}, "
+                 f"server-side RPC: {len(cfg.server_side_rpc)}, "
+                 f"attribute requests: {len(cfg.attribute_requests)}")
+    return lines
+
+
+def format_problems(problems: list[ConfigProblem]) -> str:
+    """Problems one per line, as printed by ``check`` and at startup."""
+    return "\n".join(str(p) for p in problems)

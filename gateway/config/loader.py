@@ -1,0 +1,91 @@
+"""Loads the general config and every connector config it names, reporting all problems at once."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.rest.config import read_rest_config
+from gateway.config.document import Problems, read_document
+from gateway.config.errors import ConfigError, ConfigProblem
+from gateway.config.general import connector_entries, read_general
+from gateway.config.locate import join
+from gateway.config.model import ConnectorEntry, GatewayConfig
+
+# connector type → reader(path, extension_paths) → (config or None, problems)
+ConnectorReader = Callable[[str, Sequence[str]], tuple[Any, Problems]]
+CONNECTOR_READERS: dict[str, ConnectorReader] = {"rest": read_rest_config}
+# searched for custom converters after the configured extensionPaths (as the daemon does)
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUNDLED_EXTENSIONS = os.path.join(_ROOT, "extensions")
+
+
+@dataclass
+class LoadedConfig:
+    """A valid general config, each connector's entry with its parsed config, and the warnings."""
+
+    gateway: GatewayConfig
+    connectors: list[tuple[ConnectorEntry, Any]]
+    warnings: list[ConfigProblem] = field(default_factory=list)
+
+
+@dataclass
+class ConfigReport:
+    """Everything learnt reading the configs, valid or not (for ``check`` and for :func:`load_config`)."""
+
+    gateway: GatewayConfig | None
+    connectors: list[tuple[ConnectorEntry, Any]]
+    files: list[Problems]  # one per file read: the general file first, then each connector file
+    formats: dict[str, str]  # file → format description
+
+    @property
+    def errors(self) -> list[ConfigProblem]:
+        return [p for problems in self.files for p in problems.errors]
+
+    @property
+    def warnings(self) -> list[ConfigProblem]:
+        return [p for problems in self.files for p in problems.warnings]
+
+
+def read_all(path: str, env: Mapping[str, str] | None = None) -> ConfigReport:
+    """Read the general config at ``path`` and every connector config; never raises for bad input."""
+    document = read_document(path)
+    general = document.problems
+    report = ConfigReport(None, [], [general], {})
+    if document.data is None:
+        return report
+    report.formats[document.path] = f"general config ({document.format.upper()})"
+    gateway = read_general(document.data, document.path, general, env)
+    entries = connector_entries(document.data, document.path, Problems(document.path))
+    extension_paths = [*(gateway.extension_paths if gateway else ()), BUNDLED_EXTENSIONS]
+    for pointer, entry in entries:
+        reader = CONNECTOR_READERS.get(entry.type)
+        if reader is None:
+            general.error(join(pointer, "type"), f"unknown connector type {entry.type!r}",
+                          "one of " + ", ".join(sorted(CONNECTOR_READERS)))
+            continue
+        config, problems = reader(entry.configuration, extension_paths)
+        report.files.append(problems)
+        if config is not None:
+            report.formats[entry.configuration] = _format_name(config)
+            report.connectors.append((entry, config))
+    report.gateway = gateway if not general.errors else None
+    return report
+
+
+def load_config(path: str, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """The whole valid configuration; raises :class:`ConfigError` with every problem of every file.
+
+    ``env`` (default ``os.environ``) supplies TB_GW_HOST, TB_GW_PORT and TB_GW_ACCESS_TOKEN overrides.
+    """
+    report = read_all(path, env)
+    if report.errors or report.gateway is None:
+        raise ConfigError(report.errors)
+    return LoadedConfig(report.gateway, report.connectors, report.warnings)
+
+
+def _format_name(config: Any) -> str:
+    from connectors.rest.config import FORMAT_NAMES
+
+    return FORMAT_NAMES.get(getattr(config, "format", ""), "connector config")
