@@ -1,0 +1,320 @@
+"""The northbound link: reads stored events, publishes them to ThingsBoard, hands downlink to a handler."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gateway.config.model import ThingsBoardConfig
+from gateway.northbound.inbound import (
+    SUBSCRIPTIONS,
+    TOPIC_OWN_RPC_REQUEST,
+    TOPIC_OWN_RPC_RESPONSE,
+    AttributeUpdate,
+    EchoFilter,
+    Malformed,
+    OwnRpcResponse,
+    RpcRequest,
+    parse_inbound,
+)
+from gateway.northbound.limits import RateLimiter, SessionLimits, parse_session_limits
+from gateway.northbound.packing import DeadLetter, Packer, Publish, rpc_reply_publish
+from gateway.northbound.sender import Sender
+from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
+from gateway.storage.base import EventStorage
+
+#: devices re-announced after a reconnect: at most this many, seen within this many seconds
+MAX_KNOWN_DEVICES = 10_000
+KNOWN_DEVICE_TTL = 24 * 3600.0
+#: RPC replies kept while ThingsBoard is unreachable (the oldest are dropped beyond this)
+MAX_PENDING_RPC_REPLIES = 1000
+DEFAULT_MAX_INFLIGHT = 100
+CONNACK_TIMEOUT = 10.0
+
+
+class DownlinkHandler(Protocol):
+    """Receives ThingsBoard→device traffic; called on a worker thread, never the MQTT network thread."""
+
+    def on_attribute_update(self, device: str, data: dict[str, Any]) -> None: ...
+
+    def on_rpc(self, device: str, request_id: int, method: str, params: Any) -> None: ...
+
+
+class Northbound:
+    """Keeps one MQTT connection to ThingsBoard alive and drains ``storage`` into it, at least once."""
+
+    def __init__(self, config: ThingsBoardConfig, storage: EventStorage,
+                 logger: logging.Logger | None = None, dead_letter_path: str | None = None,
+                 read_batch: int = 1000) -> None:
+        self.config = config
+        self.storage = storage
+        self.log = logger or logging.getLogger("rest_gateway.northbound")
+        self.dead_letter_path = dead_letter_path
+        self.read_batch = read_batch
+        self.address = f"{config.host}:{config.port}"
+        self._handler: DownlinkHandler | None = None
+        self._stop = threading.Event()
+        self._stop_deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self._session: MqttSession | None = None
+        self._ready = False
+        self._lock = threading.Lock()
+        self._dl_lock = threading.Lock()
+        self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._rpc_out: deque[Publish] = deque()
+        self._echo = EchoFilter()
+        self._limits_ids: set[int] = set()
+        self._next_request_id = 0
+        self.pending_limits: SessionLimits | None = None
+        self.session_limits: SessionLimits | None = None
+        self.limiter = RateLimiter.from_config(config.rate_limits.messages_per_second,
+                                               config.rate_limits.datapoints_per_second)
+        self.packer = Packer(config.max_payload_bytes, self.limiter.max_datapoints_per_message())
+        self.max_inflight = DEFAULT_MAX_INFLIGHT
+        self.max_sent_id = 0  # highest event id ever published (to count re-sent duplicates)
+        self._attr_pool: ThreadPoolExecutor | None = None
+        self._rpc_pool: ThreadPoolExecutor | None = None
+        self.counters = {"published": 0, "acked": 0, "rejected": 0, "dead_lettered": 0, "reconnects": 0,
+                         "connects": 0, "events_sent": 0, "storage_trims": 0, "duplicates_resent": 0,
+                         "downlink_ignored": 0, "rpc_replies_dropped": 0}
+
+    # ------------------------------------------------------------------ public API
+
+    def set_downlink_handler(self, handler: DownlinkHandler) -> None:
+        """Where attribute updates and RPCs go; set before :meth:`start`."""
+        self._handler = handler
+
+    def start(self) -> None:
+        """Connect in the background and keep reconnecting until :meth:`stop`."""
+        if self._thread is not None:
+            return
+        self._attr_pool = ThreadPoolExecutor(1, thread_name_prefix="rgw-attr-updates")
+        self._rpc_pool = ThreadPoolExecutor(4, thread_name_prefix="rgw-rpc")
+        self._thread = threading.Thread(target=self._run, name="rgw-northbound", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending, wait up to ``timeout`` for in-flight PUBACKs, disconnect and join all threads."""
+        self._stop_deadline = time.monotonic() + timeout
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout + CONNACK_TIMEOUT + 5)
+            if self._thread.is_alive():
+                self.log.error("northbound sender did not stop in time")
+            self._thread = None
+        for pool in (self._attr_pool, self._rpc_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._attr_pool = self._rpc_pool = None
+
+    def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
+        """Queue a reply to a server-side RPC (sent at ``config.qos``); raises ValueError if malformed."""
+        publish = rpc_reply_publish(device, request_id, data)
+        with self._lock:
+            if len(self._rpc_out) >= MAX_PENDING_RPC_REPLIES:
+                self._rpc_out.popleft()
+                self.counters["rpc_replies_dropped"] += 1
+                self.log.warning("too many RPC replies waiting for ThingsBoard; dropped the oldest")
+            self._rpc_out.append(publish)
+
+    @property
+    def connected(self) -> bool:
+        """True while a session to ThingsBoard is up (CONNACK received, not lost)."""
+        session = self._session
+        return self._ready and session is not None and session.lost is None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and state for health and metrics endpoints (JSON-ready)."""
+        with self._lock:
+            stats: dict[str, Any] = dict(self.counters)
+            stats["pending_rpc_replies"] = len(self._rpc_out)
+            stats["known_devices"] = len(self._known)
+        stats["connected"] = self.connected
+        stats["address"] = self.address
+        stats["max_payload_bytes"] = self.packer.max_packet_bytes
+        stats["max_inflight"] = self.max_inflight
+        stats["session_limits_received"] = self.session_limits is not None
+        return stats
+
+    # ------------------------------------------------------------------ used by the sender
+
+    def count(self, key: str, amount: int = 1) -> None:
+        with self._lock:
+            self.counters[key] += amount
+
+    def remember_device(self, device: str, device_type: str) -> None:
+        """Note a device for re-announcing after reconnects (bounded: most recent MAX_KNOWN_DEVICES)."""
+        known = self._known
+        known[device] = (device_type, time.monotonic())
+        known.move_to_end(device)
+        if len(known) > MAX_KNOWN_DEVICES:
+            known.popitem(last=False)
+
+    def devices_to_reannounce(self) -> list[tuple[str, str]]:
+        """(name, type) of every device seen within KNOWN_DEVICE_TTL, oldest first."""
+        cutoff = time.monotonic() - KNOWN_DEVICE_TTL
+        while self._known:
+            name, (_, seen) = next(iter(self._known.items()))
+            if seen >= cutoff:
+                break
+            self._known.popitem(last=False)
+        return [(name, dtype) for name, (dtype, _) in self._known.items()]
+
+    def take_rpc_replies(self) -> list[Publish]:
+        with self._lock:
+            replies = list(self._rpc_out)
+            self._rpc_out.clear()
+        return replies
+
+    def remember_own(self, publish: Publish) -> None:
+        """On MQTT 3.1.1, note publishes the broker may echo back to our subscriptions."""
+        if self._session is not None and not self._session.mqtt5 and publish.topic in SUBSCRIPTIONS:
+            self._echo.remember(publish.topic, publish.payload)
+
+    def dead_letter(self, letters: list[DeadLetter]) -> None:
+        """Move undeliverable data aside: append to the dead-letter file (or only log) and count."""
+        if not letters:
+            return
+        self.count("dead_lettered", len(letters))
+        for letter in letters[:3]:
+            self.log.warning("dead-lettered data of event %s: %s", letter.event_id, letter.reason)
+        if len(letters) > 3:
+            self.log.warning("... and %d more dead letters", len(letters) - 3)
+        if self.dead_letter_path is None:
+            return
+        now = datetime.now(UTC).isoformat()
+        lines = [json.dumps({"time": now, "event_id": d.event_id, "reason": d.reason, "content": d.content},
+                            separators=(",", ":"), ensure_ascii=False, default=repr) + "\n" for d in letters]
+        try:
+            with self._dl_lock, open(self.dead_letter_path, "a", encoding="utf-8") as file:
+                file.writelines(lines)
+        except OSError as exc:
+            self.log.error("cannot write dead-letter file %s: %s", self.dead_letter_path, exc)
+
+    def apply_pending_limits(self) -> None:
+        """Switch to ThingsBoard's limits (80 % of them) once its getSessionLimits answer arrived."""
+        limits, self.pending_limits = self.pending_limits, None
+        if limits is None:
+            return
+        self.session_limits = limits
+        self.limiter = limits.limiter()
+        max_payload = self.config.max_payload_bytes
+        if limits.max_payload_size:
+            max_payload = min(max_payload, limits.max_payload_size)
+        self.packer = Packer(max_payload, self.limiter.max_datapoints_per_message())
+        self.max_inflight = limits.max_inflight_messages or DEFAULT_MAX_INFLIGHT
+        self.log.info("ThingsBoard session limits applied: max payload %d bytes, max in flight %d, "
+                      "rate limits %s", max_payload, self.max_inflight, self.limiter.description)
+
+    # ------------------------------------------------------------------ connection management
+
+    def _run(self) -> None:
+        delay = self.config.min_reconnect_delay
+        outage_since: float | None = None
+        outage_logged = False
+        first = True
+        while not self._stop.is_set():
+            session = MqttSession(self.config, self._on_message, self.log)
+            try:
+                session.open(CONNACK_TIMEOUT)
+                self._session = session
+                self._start_session(session)
+            except (OSError, SessionLost, ConnectRefused) as exc:
+                session.close()
+                self._session = None
+                cause = exc.reason if isinstance(exc, ConnectRefused) else (str(exc) or type(exc).__name__)
+                if isinstance(exc, ConnectRefused):
+                    if not outage_logged:
+                        self.log.error("ThingsBoard at %s refused the connection: %s; check the gateway "
+                                       "credentials. Retrying every %.0f s at most",
+                                       self.address, cause, self.config.max_reconnect_delay)
+                elif not outage_logged:
+                    self.log.warning("ThingsBoard at %s is unreachable: %s; retrying with backoff "
+                                     "(up to %.0f s); data is kept in storage", self.address, cause,
+                                     self.config.max_reconnect_delay)
+                else:
+                    self.log.debug("still cannot reach ThingsBoard at %s: %s", self.address, cause)
+                outage_logged = True
+                outage_since = outage_since or time.monotonic()
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.config.max_reconnect_delay)
+                continue
+            delay = self.config.min_reconnect_delay
+            self._ready = True
+            self.count("connects")
+            if not first:
+                self.count("reconnects")
+            proto = "MQTT 5" if session.mqtt5 else "MQTT 3.1.1"
+            if outage_since is not None and not first:
+                self.log.info("reconnected to ThingsBoard at %s (%s) after %.1f s", self.address, proto,
+                              time.monotonic() - outage_since)
+            else:
+                self.log.info("connected to ThingsBoard at %s (%s)", self.address, proto)
+            first, outage_since, outage_logged = False, None, False
+            try:
+                Sender(self, session).run(self._stop, lambda: self._stop_deadline)
+            finally:
+                self._ready = False
+                session.close()
+                self._session = None
+            if session.lost is not None and not self._stop.is_set():
+                self.log.warning("connection to ThingsBoard at %s lost: %s", self.address, session.lost)
+                outage_since = time.monotonic()
+                outage_logged = True
+                self._stop.wait(delay)
+
+    def _start_session(self, session: MqttSession) -> None:
+        """Subscribe to the downlink topics and ask ThingsBoard for its limits (answer not awaited)."""
+        session.subscribe(list(SUBSCRIPTIONS) + [TOPIC_OWN_RPC_RESPONSE])
+        self._next_request_id += 1
+        request_id = self._next_request_id
+        self._limits_ids.add(request_id)
+        request = json.dumps({"method": "getSessionLimits", "params": {"timeout": 5000}},
+                             separators=(",", ":")).encode()
+        session.publish(TOPIC_OWN_RPC_REQUEST.format(request_id), request, qos=1)
+
+    # ------------------------------------------------------------------ downlink (network thread)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        session = self._session
+        if session is not None and not session.mqtt5 and self._echo.is_own(topic, payload):
+            self.log.debug("ignored our own publication echoed on %s", topic)
+            return
+        try:
+            event = parse_inbound(topic, payload)
+        except Malformed as exc:
+            self.count("downlink_ignored")
+            self.log.debug("ignored a malformed message on %s: %s", topic, exc)
+            return
+        if isinstance(event, OwnRpcResponse):
+            if event.request_id in self._limits_ids:
+                try:
+                    self.pending_limits = parse_session_limits(event.data)
+                except ValueError as exc:
+                    self.log.warning("ThingsBoard's getSessionLimits answer is unusable: %s", exc)
+            return
+        handler = self._handler
+        if handler is None:
+            self.log.debug("no downlink handler; ignored a message on %s", topic)
+            return
+        try:
+            if isinstance(event, AttributeUpdate) and self._attr_pool is not None:
+                self._attr_pool.submit(self._call, handler.on_attribute_update, event.device, event.data)
+            elif isinstance(event, RpcRequest) and self._rpc_pool is not None:
+                self._rpc_pool.submit(self._call, handler.on_rpc, event.device, event.request_id,
+                                      event.method, event.params)
+            else:
+                self.log.debug("no consumer for a message on %s", topic)
+        except RuntimeError:  # pool already shut down during stop()
+            self.log.debug("stopping; dropped a message on %s", topic)
+
+    def _call(self, func: Any, *args: Any) -> None:
+        try:
+            func(*args)
+        except Exception:
+            self.log.exception("downlink handler failed for device %r", args[0] if args else None)

@@ -1,0 +1,134 @@
+"""Parsing ThingsBoard→gateway messages (attribute updates, RPC, limits) and spotting our own echoes."""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+TOPIC_ATTRIBUTES = "v1/gateway/attributes"
+TOPIC_ATTRIBUTES_RESPONSE = "v1/gateway/attributes/response"
+TOPIC_RPC = "v1/gateway/rpc"
+TOPIC_OWN_RPC_RESPONSE_PREFIX = "v1/devices/me/rpc/response/"
+TOPIC_OWN_RPC_RESPONSE = TOPIC_OWN_RPC_RESPONSE_PREFIX + "+"
+TOPIC_OWN_RPC_REQUEST = "v1/devices/me/rpc/request/{}"
+SUBSCRIPTIONS = (TOPIC_ATTRIBUTES, TOPIC_RPC, TOPIC_ATTRIBUTES_RESPONSE)
+
+
+class Malformed(ValueError):
+    """An inbound message we cannot use (bad JSON or wrong shape)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeUpdate:
+    """A shared-attribute update (``deleted`` keys appear as ``{"deleted": [...]}`` in ``data``)."""
+
+    device: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RpcRequest:
+    """A server-side RPC for a sub-device."""
+
+    device: str
+    request_id: int
+    method: str
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeResponse:
+    """ThingsBoard's answer to an attribute request (kept for a later attribute-request feature)."""
+
+    request_id: int
+    device: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnRpcResponse:
+    """The answer to one of the gateway's own client-side RPCs (e.g. getSessionLimits)."""
+
+    request_id: int
+    data: Any
+
+
+Inbound = AttributeUpdate | RpcRequest | AttributeResponse | OwnRpcResponse
+
+
+def _load(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Malformed(f"not JSON: {exc}") from None
+
+
+def _device(message: dict[str, Any]) -> str:
+    device = message.get("device")
+    if not isinstance(device, str) or not device:
+        raise Malformed("no device name")
+    return device
+
+
+def parse_inbound(topic: str, payload: bytes) -> Inbound:
+    """Turn one received message into an event; raises Malformed."""
+    if topic.startswith(TOPIC_OWN_RPC_RESPONSE_PREFIX):
+        suffix = topic[len(TOPIC_OWN_RPC_RESPONSE_PREFIX):]
+        if not suffix.isdigit():
+            raise Malformed("rpc response id is not a number")
+        return OwnRpcResponse(int(suffix), _load(payload))
+    message = _load(payload)
+    if not isinstance(message, dict):
+        raise Malformed("not an object")
+    if topic == TOPIC_ATTRIBUTES:
+        data = message.get("data")
+        if not isinstance(data, dict) or set(message) - {"device", "data"}:
+            raise Malformed("attribute update is not {device, data: object}")
+        return AttributeUpdate(_device(message), data)
+    if topic == TOPIC_RPC:
+        data = message.get("data")
+        if not isinstance(data, dict) or "id" in message:
+            raise Malformed("rpc request is not {device, data: {id, method, params}}")
+        request_id, method = data.get("id"), data.get("method")
+        if isinstance(request_id, bool) or not isinstance(request_id, int):
+            raise Malformed("rpc id is not an integer")
+        if not isinstance(method, str) or not method:
+            raise Malformed("rpc method missing")
+        return RpcRequest(_device(message), request_id, method, data.get("params"))
+    if topic == TOPIC_ATTRIBUTES_RESPONSE:
+        request_id = message.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, int):
+            raise Malformed("attribute response id is not an integer")
+        values = message.get("values")
+        if values is None:
+            values = {"value": message["value"]} if "value" in message else {}
+        if not isinstance(values, dict):
+            raise Malformed("attribute response values is not an object")
+        return AttributeResponse(request_id, _device(message), values)
+    raise Malformed(f"unexpected topic {topic!r}")
+
+
+class EchoFilter:
+    """Remembers digests of our own recent publishes on subscribed topics (MQTT 3.1.1 has no no-local)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, topic: str, payload: bytes) -> None:
+        """Note a payload we publish on ``topic``."""
+        key = (topic, hash(payload))
+        with self._lock:
+            self._seen[key] = None
+            self._seen.move_to_end(key)
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+
+    def is_own(self, topic: str, payload: bytes) -> bool:
+        """True (once) when ``payload`` on ``topic`` is one we published."""
+        key = (topic, hash(payload))
+        with self._lock:
+            return self._seen.pop(key, False) is None

@@ -1,0 +1,363 @@
+"""Pure payload building for the MQTT gateway API: validation, packing many events per publish, splitting."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TOPIC_CONNECT = "v1/gateway/connect"
+TOPIC_TELEMETRY = "v1/gateway/telemetry"
+TOPIC_ATTRIBUTES = "v1/gateway/attributes"
+TOPIC_RPC = "v1/gateway/rpc"
+
+#: bytes of an MQTT PUBLISH besides topic and payload: fixed header (1 + up to 4 length bytes),
+#: topic length (2), packet id (2), MQTT 5 properties length (up to 4); plus a safety margin
+PACKET_OVERHEAD = 13
+SAFETY_MARGIN = 51
+
+_dumps: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                                allow_nan=False).encode
+
+
+def encode(obj: Any) -> bytes:
+    """Compact UTF-8 JSON; raises ValueError for NaN/Infinity and TypeError for non-JSON values."""
+    return _dumps(obj).encode()
+
+
+def payload_budget(max_packet_bytes: int, topic: str) -> int:
+    """The largest payload that keeps a PUBLISH on ``topic`` within ``max_packet_bytes``."""
+    return max_packet_bytes - len(topic.encode()) - PACKET_OVERHEAD - SAFETY_MARGIN
+
+
+@dataclass(slots=True)
+class Publish:
+    """One MQTT publish. Once it and every earlier publish are acked, events <= ``through_id`` are done."""
+
+    topic: str
+    payload: bytes
+    datapoints: int = 0
+    through_id: int | None = None
+    first_id: int | None = None  # lowest event id with a part in this publish (for dead letters)
+
+    @property
+    def telemetry(self) -> bool:
+        return self.topic == TOPIC_TELEMETRY
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """Something that can never be delivered, moved aside with the reason."""
+
+    event_id: int | None
+    reason: str
+    content: Any
+
+
+@dataclass(slots=True)
+class PackResult:
+    """Publishes in the order to send them, what was set aside, and the batch's last event id.
+
+    ``ready_through``: events that need no publish at all (leading invalid or empty ones), removable now.
+    """
+
+    publishes: list[Publish] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    ready_through: int | None = None
+    last_id: int | None = None
+
+
+# ---------------------------------------------------------------- validation
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("device name must be a non-empty string")
+
+
+def validate_record(record: Any) -> tuple[str, str, dict[str, Any], list[dict[str, Any]]]:
+    """Check a stored record; returns (device, type, attributes, telemetry) or raises ValueError."""
+    if not isinstance(record, dict):
+        raise ValueError("record is not an object")
+    device = record.get("device")
+    _check_name(device)
+    dtype = record.get("type")
+    if dtype is None or dtype == "":
+        dtype = "default"
+    if not isinstance(dtype, str):
+        raise ValueError("device type must be a string")
+    attributes = record.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise ValueError("attributes must be an object")
+    telemetry = record.get("telemetry") or []
+    if not isinstance(telemetry, list):
+        raise ValueError("telemetry must be an array")
+    for entry in telemetry:
+        ok = isinstance(entry, dict) and _is_int(entry.get("ts")) and isinstance(entry.get("values"), dict)
+        if not ok:
+            raise ValueError("telemetry entries must be {ts: int, values: object}")
+    return device, dtype, attributes, telemetry
+
+
+def validate_message(topic: str, message: Any) -> None:
+    """Check an outgoing gateway message's structure; raises ValueError (ThingsBoard would disconnect)."""
+    if topic == TOPIC_CONNECT:
+        if not isinstance(message, dict):
+            raise ValueError("connect must be an object")
+        _check_name(message.get("device"))
+        if message.get("type") is not None and not isinstance(message["type"], str):
+            raise ValueError("connect type must be a string")
+    elif topic == TOPIC_TELEMETRY:
+        if not isinstance(message, dict) or not message:
+            raise ValueError("telemetry must be a non-empty object")
+        for name, entries in message.items():
+            _check_name(name)
+            if not isinstance(entries, list):
+                raise ValueError(f"telemetry of {name!r} must be an array")
+            for entry in entries:
+                if not isinstance(entry, dict):
+                    raise ValueError(f"telemetry entry of {name!r} must be an object")
+                if "ts" in entry and "values" in entry and (
+                        not _is_int(entry["ts"]) or not isinstance(entry["values"], dict)):
+                    raise ValueError(f"telemetry entry of {name!r} needs ts: int and values: object")
+    elif topic == TOPIC_ATTRIBUTES:
+        if not isinstance(message, dict) or not message:
+            raise ValueError("attributes must be a non-empty object")
+        for name, values in message.items():
+            _check_name(name)
+            if not isinstance(values, dict):
+                raise ValueError(f"attributes of {name!r} must be an object")
+    elif topic == TOPIC_RPC:
+        if not isinstance(message, dict):
+            raise ValueError("rpc reply must be an object")
+        _check_name(message.get("device"))
+        if not _is_int(message.get("id")):
+            raise ValueError("rpc reply id must be an integer")
+        if "data" not in message:
+            raise ValueError("rpc reply needs data")
+    else:
+        raise ValueError(f"unknown gateway topic {topic!r}")
+
+
+def connect_publish(device: str, device_type: str) -> Publish:
+    """``v1/gateway/connect`` for one device."""
+    message = {"device": device, "type": device_type}
+    validate_message(TOPIC_CONNECT, message)
+    return Publish(TOPIC_CONNECT, encode(message))
+
+
+def rpc_reply_publish(device: str, request_id: int, data: Any) -> Publish:
+    """``v1/gateway/rpc`` reply; raises ValueError for a malformed reply or non-JSON data."""
+    message = {"device": device, "id": request_id, "data": data}
+    validate_message(TOPIC_RPC, message)
+    return Publish(TOPIC_RPC, encode(message))
+
+
+# ---------------------------------------------------------------- message building
+
+class _Builder:
+    """Accumulates ``{"dev": <open> item,item <close>, ...}`` for one topic without re-serialising."""
+
+    def __init__(self, topic: str, budget: int, brackets: bytes, max_datapoints: int | None,
+                 out: list[Publish], touched: dict[int, int]) -> None:
+        self.topic, self.budget, self.max_dp = topic, budget, max_datapoints
+        self.open, self.close = brackets[:1], brackets[1:]
+        self.out, self.touched = out, touched
+        self._reset()
+
+    def _reset(self) -> None:
+        self.devices: dict[bytes, list[bytes]] = {}
+        self.size = 2  # outer braces
+        self.datapoints = 0
+        self.events: set[int] = set()
+
+    def cost(self, dev_key: bytes, item: bytes) -> int:
+        if dev_key in self.devices:
+            return len(item) + 1
+        return len(dev_key) + 3 + len(item) + (1 if self.devices else 0)
+
+    def fresh_cost(self, dev_key: bytes, item: bytes) -> int:
+        return 2 + len(dev_key) + 3 + len(item)
+
+    def add(self, dev_key: bytes, item: bytes, datapoints: int, event_ids: Iterable[int]) -> None:
+        """Add an item that fits in an empty message; flushes first if it does not fit this one."""
+        over_dp = self.max_dp is not None and self.datapoints and self.datapoints + datapoints > self.max_dp
+        if self.devices and (self.size + self.cost(dev_key, item) > self.budget or over_dp):
+            self.flush()
+        self.size += self.cost(dev_key, item)
+        self.devices.setdefault(dev_key, []).append(item)
+        self.datapoints += datapoints
+        index = len(self.out)
+        for event_id in event_ids:
+            self.events.add(event_id)
+            if self.touched.get(event_id, -1) < index:
+                self.touched[event_id] = index
+
+    def flush(self) -> None:
+        if not self.devices:
+            return
+        parts = [key + b":" + self.open + b",".join(items) + self.close
+                 for key, items in self.devices.items()]
+        payload = b"{" + b",".join(parts) + b"}"
+        self.out.append(Publish(self.topic, payload, self.datapoints, first_id=min(self.events)))
+        self._reset()
+
+
+def _split_pieces(pieces: list[bytes], prefix: bytes, suffix: bytes, limit: int,
+                  max_count: int | None) -> list[tuple[bytes, int]]:
+    """Group ``"k":v`` pieces into ``prefix + pieces + suffix`` chunks of at most ``limit`` bytes.
+
+    Returns (chunk, number of pieces in it).
+    """
+    chunks: list[tuple[bytes, int]] = []
+    current: list[bytes] = []
+    size = len(prefix) + len(suffix)
+    for piece in pieces:
+        extra = len(piece) + (1 if current else 0)
+        if current and (size + extra > limit or (max_count is not None and len(current) >= max_count)):
+            chunks.append((prefix + b",".join(current) + suffix, len(current)))
+            current, size = [], len(prefix) + len(suffix)
+            extra = len(piece)
+        current.append(piece)
+        size += extra
+    if current:
+        chunks.append((prefix + b",".join(current) + suffix, len(current)))
+    return chunks
+
+
+def _pieces(values: dict[str, Any], event_id: int, device: str, dead: list[DeadLetter],
+            what: str, fits: Callable[[int], bool]) -> list[bytes]:
+    """Encode each key/value alone; a value that is not JSON or can never fit is dead-lettered."""
+    pieces = []
+    for key, value in values.items():
+        try:
+            piece = encode(key) + b":" + encode(value)
+        except (ValueError, TypeError) as exc:
+            dead.append(DeadLetter(event_id, f"{what} value is not valid JSON: {exc}",
+                                   {"device": device, "key": key, "value": repr(value)}))
+            continue
+        if not fits(len(piece)):
+            dead.append(DeadLetter(event_id, f"{what} value too large for one message ({len(piece)} bytes)",
+                                   {"device": device, "key": key, "value": value}))
+            continue
+        pieces.append(piece)
+    return pieces
+
+
+class Packer:
+    """Turns a batch of stored events into as few publishes as the size and data-point limits allow."""
+
+    def __init__(self, max_packet_bytes: int = 65536, max_datapoints: int | None = None) -> None:
+        self.max_packet_bytes = max_packet_bytes
+        self.max_datapoints = max_datapoints
+
+    def pack(self, events: Sequence[tuple[int, bytes]], announced: set[str],
+             on_connect: Callable[[str, str], None] | None = None) -> PackResult:
+        """Pack ``events`` (id, stored JSON), in id order.
+
+        Emits ``v1/gateway/connect`` first for every device not in ``announced`` (which is updated),
+        then attributes, then telemetry; each device's data keeps its order within a topic.
+        ``on_connect(device, type)`` is told about every device seen, for re-announcing later.
+        """
+        result = PackResult()
+        if not events:
+            return result
+        result.last_id = events[-1][0]
+        out, dead = result.publishes, result.dead_letters
+        touched: dict[int, int] = {}
+        attrs: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        telemetry: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for event_id, payload in events:
+            try:
+                record = json.loads(payload) if isinstance(payload, bytes | str) else payload
+                device, dtype, attributes, entries = validate_record(record)
+            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+                dead.append(DeadLetter(event_id, f"invalid stored record: {exc}", _printable(payload)))
+                continue
+            if on_connect is not None:
+                on_connect(device, dtype)
+            if device not in announced and (attributes or entries):
+                announced.add(device)
+                connect = connect_publish(device, dtype)
+                connect.first_id = event_id
+                out.append(connect)
+            if attributes:
+                merged, ids = attrs.setdefault(device, ({}, []))
+                merged.update(attributes)
+                ids.append(event_id)
+            for entry in entries:
+                if entry["values"]:
+                    telemetry.setdefault(device, []).append((event_id, entry))
+        self._pack_attributes(attrs, out, dead, touched)
+        self._pack_telemetry(telemetry, out, dead, touched)
+        _assign_through(events, out, touched, result)
+        return result
+
+    def _pack_attributes(self, attrs: dict[str, tuple[dict[str, Any], list[int]]], out: list[Publish],
+                         dead: list[DeadLetter], touched: dict[int, int]) -> None:
+        budget = payload_budget(self.max_packet_bytes, TOPIC_ATTRIBUTES)
+        builder = _Builder(TOPIC_ATTRIBUTES, budget, b"{}", None, out, touched)
+        for device, (merged, ids) in attrs.items():
+            key = encode(device)
+            try:
+                items = [encode(merged)[1:-1]]
+            except (ValueError, TypeError):
+                items = []
+            if not items or builder.fresh_cost(key, items[0]) > budget:
+                room = budget - (2 + len(key) + 3)
+                pieces = _pieces(merged, ids[-1], device, dead, "attribute", lambda n, r=room: n <= r)
+                items = [chunk for chunk, _ in _split_pieces(pieces, b"", b"", room, None)]
+            for item in items:
+                builder.add(key, item, 0, ids)
+        builder.flush()
+
+    def _pack_telemetry(self, telemetry: dict[str, list[tuple[int, dict[str, Any]]]], out: list[Publish],
+                        dead: list[DeadLetter], touched: dict[int, int]) -> None:
+        budget = payload_budget(self.max_packet_bytes, TOPIC_TELEMETRY)
+        max_dp = self.max_datapoints
+        builder = _Builder(TOPIC_TELEMETRY, budget, b"[]", max_dp, out, touched)
+        for device, entries in telemetry.items():
+            key = encode(device)
+            room = budget - (2 + len(key) + 3)
+            for event_id, entry in entries:
+                values = entry["values"]
+                try:
+                    item = encode({"ts": entry["ts"], "values": values})
+                except (ValueError, TypeError):
+                    item = b""
+                if item and len(item) <= room and (max_dp is None or len(values) <= max_dp):
+                    builder.add(key, item, len(values), (event_id,))
+                    continue
+                prefix = b'{"ts":' + str(entry["ts"]).encode() + b',"values":{'
+                fixed = len(prefix) + 2
+                pieces = _pieces(values, event_id, device, dead, "telemetry",
+                                 lambda n, r=room - fixed: n <= r)
+                for chunk, count in _split_pieces(pieces, prefix, b"}}", room, max_dp):
+                    builder.add(key, chunk, count, (event_id,))
+        builder.flush()
+
+
+def _assign_through(events: Sequence[tuple[int, bytes]], out: list[Publish], touched: dict[int, int],
+                    result: PackResult) -> None:
+    """Mark each publish with the last event id completed once it (and all before it) is acked."""
+    running = -1
+    for event_id, _ in events:
+        running = max(running, touched.get(event_id, -1))
+        if running == -1:
+            result.ready_through = event_id
+        else:
+            out[running].through_id = event_id
+    best: int | None = None
+    for publish in out:
+        if publish.through_id is not None:
+            best = publish.through_id
+        publish.through_id = best
+
+
+def _printable(payload: Any) -> Any:
+    if isinstance(payload, bytes):
+        return payload.decode("utf-8", "replace")
+    return payload

@@ -1,0 +1,190 @@
+"""The storage→MQTT loop for one session: windowed QoS 1 publishing, PUBACK tracking, in-order removal."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gateway.northbound.packing import DeadLetter, Publish, connect_publish
+from gateway.northbound.session import RETRYABLE_REASONS, MqttSession, SessionLost
+
+if TYPE_CHECKING:
+    from gateway.northbound.client import Northbound
+
+#: polling step while idle or waiting (bounds RPC-reply latency and stop reaction time)
+IDLE_WAIT = 0.05
+REANNOUNCE_PER_ROUND = 200
+
+
+class _Resend(Exception):
+    """A retryable rejection: re-send everything from the first event not yet removed."""
+
+
+class Sender:
+    """Drains storage into one :class:`MqttSession`; returns when stopping or the session is lost.
+
+    In-flight publishes are kept in send order; storage is trimmed only through the ``through_id`` of
+    the longest fully acknowledged prefix, so an event leaves storage after all its publishes are acked.
+    """
+
+    def __init__(self, northbound: Northbound, session: MqttSession) -> None:
+        self.nb = northbound
+        self.session = session
+        self.inflight: deque[tuple[int | None, Publish]] = deque()
+        self.acked: dict[int, int] = {}
+        self.last_sent: int | None = None  # last event id published in this session
+        self.announced: set[str] = set()
+        self.reannounce: deque[tuple[str, str]] = deque(northbound.devices_to_reannounce())
+        self.retry_delay = northbound.config.min_reconnect_delay
+
+    # ---------------------------------------------------------------- main loop
+
+    def run(self, stop: threading.Event, deadline: Callable[[], float]) -> None:
+        try:
+            while not stop.is_set() and self.session.lost is None:
+                try:
+                    self._round(stop)
+                except _Resend:
+                    self._resend(stop)
+        except SessionLost:
+            pass
+        finally:
+            self._finish(stop, deadline)
+
+    def _round(self, stop: threading.Event) -> None:
+        nb = self.nb
+        nb.apply_pending_limits()
+        self._settle()
+        for reply in nb.take_rpc_replies():
+            self._send(reply, stop, qos=nb.config.qos)
+        while self.reannounce and len(self.inflight) < nb.max_inflight:
+            name, device_type = self.reannounce.popleft()
+            if name not in self.announced:
+                self.announced.add(name)
+                self._send(connect_publish(name, device_type), stop)
+        events = nb.storage.peek(nb.read_batch)
+        if self.last_sent is not None:
+            events = [e for e in events if e.id > self.last_sent]
+        if not events:
+            if self.inflight:
+                self.session.wait(IDLE_WAIT)
+            else:
+                nb.storage.wait_for_data(IDLE_WAIT)
+            return
+        result = nb.packer.pack([(e.id, e.payload) for e in events], self.announced, nb.remember_device)
+        nb.dead_letter(result.dead_letters)
+        if result.ready_through is not None:
+            self.inflight.append((None, Publish("", b"", through_id=result.ready_through)))
+        duplicates = sum(1 for e in events if e.id <= nb.max_sent_id)
+        if duplicates:
+            nb.count("duplicates_resent", duplicates)
+        for publish in result.publishes:
+            if stop.is_set():
+                return  # the rest of this batch stays in storage
+            self._send(publish, stop)
+        self.last_sent = result.last_id
+        if result.last_id is not None:
+            nb.count("events_sent", len(events))
+            nb.max_sent_id = max(nb.max_sent_id, result.last_id)
+
+    # ---------------------------------------------------------------- publishing
+
+    def _send(self, publish: Publish, stop: threading.Event, qos: int = 1) -> None:
+        nb = self.nb
+        while len(self.inflight) >= nb.max_inflight:
+            self._settle()
+            if len(self.inflight) < nb.max_inflight:
+                break
+            self._check_alive()
+            self.session.wait(IDLE_WAIT)
+        while True:
+            wait = nb.limiter.wait_time(publish.telemetry, publish.datapoints)
+            if wait <= 0:
+                break
+            self._settle()
+            if stop.wait(min(wait, IDLE_WAIT)) or self.session.lost is not None:
+                self._check_alive()
+                if stop.is_set():
+                    return
+        nb.remember_own(publish)
+        mid = self.session.publish(publish.topic, publish.payload, qos)
+        nb.limiter.take(publish.telemetry, publish.datapoints)
+        nb.count("published")
+        if qos > 0:
+            self.inflight.append((mid, publish))
+
+    def _check_alive(self) -> None:
+        if self.session.lost is not None:
+            raise SessionLost(self.session.lost)
+
+    def _settle(self) -> None:
+        """Consume PUBACKs: pop the acked prefix, dead-letter hopeless rejections, trim storage."""
+        self.acked.update(self.session.take_acks())
+        inflight, acked = self.inflight, self.acked
+        through: int | None = None
+        resend = False
+        dead: list[DeadLetter] = []
+        while inflight:
+            mid, publish = inflight[0]
+            if mid is not None:
+                if mid not in acked:
+                    break
+                reason = acked[mid]
+                if reason >= 0x80:
+                    self.nb.count("rejected")
+                    if reason in RETRYABLE_REASONS:
+                        self.nb.log.warning("ThingsBoard rejected a publish on %s with reason 0x%02X; "
+                                            "will retry", publish.topic, reason)
+                        resend = True
+                        break
+                    self.nb.log.error("ThingsBoard rejected a publish on %s with reason 0x%02X; it can "
+                                      "never succeed and is moved aside", publish.topic, reason)
+                    why = f"rejected by ThingsBoard: reason 0x{reason:02X}"
+                    dead.append(DeadLetter(publish.first_id, why, {"topic": publish.topic,
+                                            "payload": publish.payload.decode("utf-8", "replace")}))
+                else:
+                    self.nb.count("acked")
+                    self.retry_delay = self.nb.config.min_reconnect_delay
+                del acked[mid]
+            inflight.popleft()
+            if publish.through_id is not None:
+                through = publish.through_id
+        self.nb.dead_letter(dead)
+        if through is not None:
+            self.nb.storage.remove_through(through)
+            self.nb.count("storage_trims")
+        if resend:
+            raise _Resend()
+
+    def _resend(self, stop: threading.Event) -> None:
+        """After a retryable rejection: let in-flight settle, back off, then re-send from storage's head."""
+        deadline = time.monotonic() + 30
+        while self.inflight and self.session.lost is None and time.monotonic() < deadline:
+            self.acked.update(self.session.take_acks())
+            if all(mid is None or mid in self.acked for mid, _ in self.inflight):
+                break
+            self.session.wait(IDLE_WAIT)
+        self.inflight.clear()
+        self.acked.clear()
+        self.last_sent = None
+        self.announced.clear()
+        stop.wait(self.retry_delay)
+        self.retry_delay = min(self.retry_delay * 2, self.nb.config.max_reconnect_delay)
+
+    def _finish(self, stop: threading.Event, deadline: Callable[[], float]) -> None:
+        """On stop: wait (until the deadline) for in-flight PUBACKs and trim storage for what was acked."""
+        if stop.is_set():
+            while self.inflight and self.session.lost is None and time.monotonic() < deadline():
+                try:
+                    self._settle()
+                except _Resend:
+                    break
+                if self.inflight:
+                    self.session.wait(IDLE_WAIT)
+        try:
+            self._settle()
+        except _Resend:
+            pass
+
