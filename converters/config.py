@@ -84,8 +84,10 @@ class ConverterConfig:
         if extension is not None and not isinstance(extension, str):
             problems.append(("/extension", f"must be a string, got {_kind(extension)}"))
             extension = None
-        ext_config = section.get("extensionConfig", section.get("extension-config")) or {}
-        if not isinstance(ext_config, Mapping):
+        ext_config = section.get("extensionConfig", section.get("extension-config"))
+        if ext_config is None:
+            ext_config = {}
+        elif not isinstance(ext_config, Mapping):
             problems.append(("/extensionConfig", f"must be an object, got {_kind(ext_config)}"))
             ext_config = {}
         config = cls(

@@ -6,6 +6,7 @@ Each ``cases/<name>/`` holds ``converter.json`` (a mapping's converter section),
 empty) or ``expected.err`` (text the load or conversion error must contain). The receive time is
 fixed at ``NOW`` so messages without a timestamp are reproducible.
 """
+
 from __future__ import annotations
 
 import json

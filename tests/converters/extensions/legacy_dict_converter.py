@@ -1,4 +1,5 @@
 """Test extension: a converter written for ThingsBoard IoT Gateway that returns the legacy dict form."""
+
 from __future__ import annotations
 
 from typing import Any
