@@ -137,7 +137,7 @@ def _security(data: dict, file: str, problems: Problems, env: Mapping[str, str])
         if not (username or client_id):
             problems.error(where, "usernamePassword security without a username or clientId",
                            "\"username\" and \"password\", or \"clientId\", as set on the gateway device")
-        if password and not username:
+        elif password and not username:
             problems.error(join(where, "password"), "a password without a username", "\"username\" as well")
     tls = None
     if kind.startswith("tls") or "caCert" in data:
