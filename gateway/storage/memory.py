@@ -36,6 +36,11 @@ class SizeLimits:
         return records + more_records <= self.max_records and size + more_size <= self.max_bytes
 
 
+def as_payloads(payloads: Sequence[bytes]) -> Sequence[bytes]:
+    """``payloads`` as a list or tuple (a generator would be consumed by the size check)."""
+    return payloads if isinstance(payloads, list | tuple) else list(payloads)
+
+
 def payload_size(payloads: Sequence[bytes]) -> int:
     """The size ``payloads`` count against ``max_size_mb``; raises TypeError for non-bytes."""
     total = 0
@@ -62,6 +67,7 @@ class MemoryStorage(EventStorage):
 
     def put(self, payloads: Sequence[bytes]) -> None:
         """Append all ``payloads`` or none; raises StorageFull when a limit would be passed."""
+        payloads = as_payloads(payloads)
         size = payload_size(payloads)
         if not payloads:
             self._check_open()

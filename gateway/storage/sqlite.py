@@ -10,7 +10,7 @@ from itertools import starmap
 from typing import TextIO
 
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
-from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, payload_size
+from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class SqliteStorage(EventStorage):
         Raises StorageFull when a limit would be passed and StorageFailure when the write fails or
         the storage is closed.
         """
+        payloads = as_payloads(payloads)
         size = payload_size(payloads)
         with self._lock:
             if self._closing:

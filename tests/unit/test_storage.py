@@ -74,6 +74,9 @@ def test_put_accepts_bytes_like_and_refuses_text(make_storage: MakeStorage) -> N
         storage.put(["text"])  # type: ignore[list-item]
     storage.put([])
     assert storage.count() == 2
+    storage.put(p for p in (b"g1", b"g2"))  # type: ignore[arg-type]
+    storage.put((b"t1",))
+    assert payloads_of(storage)[2:] == [b"g1", b"g2", b"t1"]
 
 
 def test_peek_does_not_remove_and_honours_limit(make_storage: MakeStorage) -> None:
@@ -282,3 +285,26 @@ def test_factory_refuses_unknown_type_and_bad_limits() -> None:
         create_storage(StorageConfig(type="file"))
     with pytest.raises(ValueError):
         create_storage(StorageConfig(type="memory", max_records=0))
+
+
+def test_concurrent_puts_never_pass_the_limit(make_storage: MakeStorage) -> None:
+    storage = make_storage(max_records=150)
+    refused = [0] * 8
+    start = threading.Barrier(8)
+
+    def worker(t: int) -> None:
+        start.wait()
+        for i in range(40):
+            try:
+                storage.put([b"%d:%d" % (t, i)])
+            except StorageFull:
+                refused[t] += 1
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert storage.count() == 150 == len(storage.peek(1000))
+    assert sum(refused) == 8 * 40 - 150
+    assert storage.stats()["rejected_full"] == sum(refused)  # type: ignore[attr-defined]
