@@ -279,7 +279,7 @@ class Packer:
                 continue
             if on_connect is not None:
                 on_connect(device, dtype)
-            if device not in announced and (attributes or entries):
+            if device not in announced and (attributes or any(e["values"] for e in entries)):
                 announced.add(device)
                 connect = connect_publish(device, dtype)
                 connect.first_id = event_id
