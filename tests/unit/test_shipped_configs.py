@@ -76,3 +76,28 @@ def test_current_format_twin_loads() -> None:
     config = load_rest_config(str(CONFIGS / "current_twin.json"), [str(ROOT / "extensions")])
     assert config.format == "current"
     assert len(config.server_side_rpc) == 2
+
+
+def _keys(schema: object) -> set[str]:
+    """Every property name anywhere in a schema (except those only accepted with a warning)."""
+    found: set[str] = set()
+    if isinstance(schema, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if not (isinstance(sub, dict) and "x-unsupported" in sub):
+                found.add(key)
+        for value in schema.values():
+            found |= _keys(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            found |= _keys(value)
+    return found
+
+
+@pytest.mark.parametrize(("schema", "doc"), [
+    ("connectors/rest/schema.json", "connectors/rest/README.md"),
+    ("gateway/config/general_schema.json", "docs/configuration.md"),
+])
+def test_every_setting_is_documented(schema: str, doc: str) -> None:
+    keys = _keys(json.loads((ROOT / schema).read_text(encoding="utf-8")))
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    assert sorted(k for k in keys if f"`{k}`" not in text and f".{k}`" not in text) == []
