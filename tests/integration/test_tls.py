@@ -5,7 +5,9 @@ import datetime
 import hashlib
 import http.client
 import ipaddress
+import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -196,7 +198,7 @@ def test_keep_alive_connection_is_reused(front: TlsFront, certs: tuple[str, str]
             conn.request("GET", "/hello")
             response = conn.getresponse()
             assert response.status == 200
-            ports.append(__import__("json").loads(response.read())["remote_port"])
+            ports.append(json.loads(response.read())["remote_port"])
             socks.append(conn.sock)
         assert socks[0] is not None and all(s is socks[0] for s in socks)
         if isinstance(backend.address, tuple):  # one relay connection to waitress served all three
@@ -364,3 +366,46 @@ def test_home_directory_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     shutil.copy(certs[1], tmp_path / "ssl" / "key.pem")
     monkeypatch.setenv("HOME", str(tmp_path))
     TlsFront("127.0.0.1", 0, "~/ssl/cert.pem", "~/ssl/key.pem", backend=("127.0.0.1", 9)).close()
+
+
+# -- the documented configurations ----------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "https.md"
+
+
+def documented_configs() -> list[str]:
+    return re.findall(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_docs_show_both_formats() -> None:
+    configs = [json.loads(text) for text in documented_configs()]
+    assert any("server" in c for c in configs) and any("SSL" in c for c in configs)
+
+
+@pytest.mark.parametrize("index", range(len(documented_configs())))
+def test_documented_config_loads_and_serves_https(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  backend: Backend) -> None:
+    from connectors.rest.config import read_rest_config
+
+    text = documented_configs()[index]
+    data = json.loads(text)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    rest_json = tmp_path / "conf" / "rest.json"
+    rest_json.parent.mkdir()
+    rest_json.write_text(text, encoding="utf-8")
+    security = (data.get("server") or data)["security"]
+    for_paths = [os.path.join(rest_json.parent, os.path.expanduser(security[k])) for k in ("cert", "key")]
+    made_cert, made_key = write_cert(tmp_path, "doc")
+    for made, wanted in zip((made_cert, made_key), for_paths, strict=True):
+        os.makedirs(os.path.dirname(wanted), exist_ok=True)
+        shutil.copy(made, wanted)
+    config, problems = read_rest_config(str(rest_json))
+    assert config is not None, problems.errors
+    assert config.server.ssl
+    tls = TlsFront("127.0.0.1", 0, config.server.cert, config.server.key, backend=backend.address)
+    tls.start()
+    try:
+        got = requests.get(url(tls, "/hello"), verify=config.server.cert, timeout=10)
+        assert got.json()["scheme"] == "https"
+    finally:
+        tls.close()
