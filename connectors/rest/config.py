@@ -1,6 +1,7 @@
 """Reads rest.json in either format (legacy rest-connector.md or ThingsBoard gateway 3.7+) into RestConfig."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,7 +102,7 @@ def _int(data: dict, key: str, default: int) -> int:
 def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerConfig:
     port = _SERVER.port
     raw_port = data.get("port", port)
-    if isinstance(raw_port, str) and raw_port.strip().isdigit():
+    if isinstance(raw_port, str) and re.fullmatch(r"[0-9]+", raw_port.strip()):
         port = int(raw_port.strip())
         if not 1 <= port <= 65535:
             problems.error(join(pointer, "port"), f"{raw_port!r} is not a valid port",

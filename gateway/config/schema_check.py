@@ -70,7 +70,7 @@ def _unknown_keys(error: ValidationError, pointer: str, problems: Problems) -> N
     known = list(error.schema.get("properties", {}))
     patterns = list(error.schema.get("patternProperties", {}))
     instance = error.instance if isinstance(error.instance, dict) else {}
-    for key in instance:
+    for key in map(str, instance):
         if key in known or any(re.search(p, key) for p in patterns):
             continue
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)

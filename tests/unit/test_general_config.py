@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config.check import check_report
+from gateway.config.document import Problems, parse_text
 from gateway.config.errors import ConfigError
+from gateway.config.general import read_general
 from gateway.config.loader import load_config
 from gateway.config.locate import join, json_lines, yaml_lines
 
@@ -200,3 +204,29 @@ def test_yaml_lines_index() -> None:
 
 def test_pointer_join_escapes() -> None:
     assert join("/a", "b/c", "d~e", 3) == "/a/b~1c/d~0e/3"
+
+
+KEYS = st.sampled_from(["thingsboard", "storage", "connectors", "security", "type", "host", "port", "qos",
+                        "accessToken", "caCert", "rateLimits", "name", "configuration", "logLevel",
+                        "extensionPaths", "x"]) | st.text(max_size=4) | st.integers()
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEYS, children, max_size=5),
+    max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES)
+def test_fuzz_general_config_never_crashes(data: object) -> None:
+    problems = Problems("fuzz.yaml")
+    config = read_general(data, "/nonexistent/fuzz.yaml", problems, env={})
+    assert (config is None) == bool(problems.errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab:-[]{}\"' \n&*!|>%@`#,?0")), max_size=60))
+def test_fuzz_yaml_text_never_crashes(text: str) -> None:
+    document = parse_text(text, "fuzz.yaml", "yaml")
+    yaml_lines(text)
+    if document.data is not None:
+        read_general(document.data, "/nonexistent/fuzz.yaml", document.problems, env={})

@@ -101,3 +101,14 @@ def test_every_setting_is_documented(schema: str, doc: str) -> None:
     keys = _keys(json.loads((ROOT / schema).read_text(encoding="utf-8")))
     text = (ROOT / doc).read_text(encoding="utf-8")
     assert sorted(k for k in keys if f"`{k}`" not in text and f".{k}`" not in text) == []
+
+
+def test_readme_examples_validate(tmp_path: Path) -> None:
+    readme = (ROOT / "connectors/rest/README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", readme, re.S)
+    assert blocks
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"readme_{index}.json"
+        path.write_text(as_document(block), encoding="utf-8")
+        config, problems = read_rest_config(str(path), [str(ROOT / "extensions")])
+        assert problems.errors == [] and config is not None and config.format == "current"
