@@ -178,7 +178,8 @@ class Template:
 
         ``formatter`` turns each value into text in a mixed template (default: JSON text for
         numbers, booleans, objects and arrays; strings as they are). It is not applied to a
-        single-placeholder template, which returns the raw value.
+        single-placeholder template, which returns the raw value. The default formatter raises
+        :class:`~converters.casting.CastError` for a value that is not JSON (NaN, bytes...).
         """
         if self._single is not None:
             return self._single.resolve(data)
