@@ -1,6 +1,7 @@
 """HTTPS for the REST connector: a TLS terminator that relays decrypted bytes to waitress."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -43,7 +44,7 @@ def build_context(cert: str, key: str) -> ssl.SSLContext:
         probe.load_verify_locations(cafile=cert_path)
     except (ssl.SSLError, UnicodeDecodeError) as exc:
         raise TlsConfigError(f"TLS certificate file {cert_path!r} holds no PEM certificate "
-                             f"({_reason(exc)})") from None
+                             f"({getattr(exc, 'reason', None) or exc})") from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
@@ -61,15 +62,11 @@ def build_context(cert: str, key: str) -> ssl.SSLContext:
             raise TlsConfigError(f"TLS key file {key_path!r} is encrypted; give an unencrypted key "
                                  f"(readable only by the gateway's user)") from None
         raise TlsConfigError(f"TLS key file {key_path!r} is not a PEM private key matching certificate "
-                             f"{cert_path!r} ({_reason(exc)})") from None
+                             f"{cert_path!r} ({exc.reason or exc})") from None
     except OSError as exc:
         raise TlsConfigError(f"TLS certificate {cert_path!r} / key {key_path!r} cannot be read: "
                              f"{exc.strerror or exc}") from None
     return context
-
-
-def _reason(exc: BaseException) -> str:
-    return str(getattr(exc, "reason", None) or exc)
 
 
 class _Relay:
@@ -187,34 +184,29 @@ class TlsFront:
             return
         self._drain_deadline = time.monotonic() + max(0.0, timeout)
         self._stop_requested.set()
-        self._wake()
+        if self._waker is not None:
+            with contextlib.suppress(OSError):  # a full buffer means a wakeup is pending anyway
+                self._waker[1].send(b"x")
         thread.join(timeout + 5.0)
         if thread.is_alive():
             self._log.warning("TLS front thread did not stop within %.1f s", timeout + 5.0)
         self._log.info("HTTPS on %s:%d closed", self._host, self.port)
 
     # -- the loop (only the relay thread touches the sockets below) --------------------------------
-
-    def _wake(self) -> None:
-        if self._waker is not None:
-            try:
-                self._waker[1].send(b"x")
-            except OSError:
-                pass  # buffer full: a wakeup is pending anyway
-
     def _run(self) -> None:
         assert self._selector is not None and self._waker is not None and self._listener is not None
         try:
             while True:
                 stopping = self._stop_requested.is_set()
                 if stopping and self._accepting:
-                    self._stop_accepting(final=True)
+                    self._stop_accepting()
                 now = time.monotonic()
                 if stopping and (not self._relays or now >= self._drain_deadline):
                     break
                 for key, mask in self._selector.select(self._select_timeout(now, stopping)):
                     if key.data is None:
-                        self._drain_waker()
+                        with contextlib.suppress(OSError):
+                            self._waker[0].recv(4096)
                     elif key.data == "accept":
                         self._accept()
                     else:
@@ -241,21 +233,11 @@ class TlsFront:
                 timeout = min(timeout, max(0.0, relay.deadline - now))
         return timeout
 
-    def _drain_waker(self) -> None:
-        assert self._waker is not None
-        try:
-            while self._waker[0].recv(4096):
-                pass
-        except OSError:
-            pass
-
-    def _stop_accepting(self, final: bool = False) -> None:
+    def _stop_accepting(self) -> None:
         assert self._selector is not None and self._listener is not None
         if self._accepting:
             self._selector.unregister(self._listener)
             self._accepting = False
-        if final:
-            self._accept_resume_at = float("inf")
 
     def _housekeeping(self, now: float, stopping: bool) -> None:
         for relay in list(self._relays):
@@ -307,7 +289,6 @@ class TlsFront:
             self._set_interest(relay, sock, selectors.EVENT_READ)
 
     # -- one connection ----------------------------------------------------------------------------
-
     def _handle(self, relay: _Relay, sock: socket.socket, mask: int) -> None:
         if relay not in self._relays:
             return  # closed earlier in this batch of events
@@ -320,7 +301,10 @@ class TlsFront:
             else:
                 if mask & selectors.EVENT_WRITE:
                     if relay.phase == _CONNECTING:
-                        self._finish_connect(relay)
+                        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if code:
+                            return self._backend_failed(relay, code)
+                        relay.phase = _OPEN
                     elif not self._send(relay, sock, relay.to_backend):
                         return
                 if mask & selectors.EVENT_READ and relay.phase == _OPEN:
@@ -386,7 +370,7 @@ class TlsFront:
                     return
             except ssl.SSLError as exc:
                 # a plain-HTTP client lands here ("http request"); it gets a closed connection
-                self._log.debug("TLS handshake with %s failed: %s", relay.peer, _reason(exc))
+                self._log.debug("TLS handshake with %s failed: %s", relay.peer, exc.reason or exc)
                 relay.to_client += relay.outgoing.read()  # the alert, best effort
                 self._close_relay(relay, graceful=True)
                 return
@@ -473,14 +457,6 @@ class TlsFront:
             relay.phase = _CONNECTING
         else:
             self._backend_failed(relay, code)
-
-    def _finish_connect(self, relay: _Relay) -> None:
-        assert relay.backend is not None
-        code = relay.backend.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._backend_failed(relay, code)
-        else:
-            relay.phase = _OPEN
 
     def _backend_failed(self, relay: _Relay, code: int) -> None:
         now = time.monotonic()

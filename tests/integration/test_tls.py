@@ -190,6 +190,21 @@ def test_get_and_post_reach_waitress_as_https(front: TlsFront, certs: tuple[str,
         assert big.content == b"z" * BIG
 
 
+def test_slow_reader_gets_the_whole_response(front: TlsFront, certs: tuple[str, str]) -> None:
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # forces back-pressure in the front
+    raw.connect(("127.0.0.1", front.port))
+    with client_context(certs).wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.settimeout(10)
+        tls.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        threading.Event().wait(0.3)  # let the response pile up while nobody reads
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"z" * BIG
+
+
 def test_keep_alive_connection_is_reused(front: TlsFront, certs: tuple[str, str], backend: Backend) -> None:
     conn = http.client.HTTPSConnection("localhost", front.port, context=client_context(certs), timeout=10)
     try:
