@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from converters.casting import KNOWN_TYPES, CastError, canonical_type, cast, to_text
@@ -156,12 +156,14 @@ def test_to_text_rejects_non_json() -> None:
         to_text(object())
 
 
+@settings(database=None)  # no example files left in the checkout
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
 def test_int_round_trips_through_text(number: int) -> None:
     assert cast(str(number), "int") == number
     assert cast(cast(number, "string"), "long") == number
 
 
+@settings(database=None)
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_double_round_trips_through_text(number: float) -> None:
     assert cast(cast(number, "string"), "double") == number

@@ -161,7 +161,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     text=st.text(alphabet=st.sampled_from("${}[]().*$@?'\" ab-_é0"), max_size=24) | st.text(max_size=24),
     data=json_values,
@@ -178,7 +178,7 @@ def test_compile_and_render_only_raise_documented_errors(text: str, data: object
     assert template.is_constant == (template.placeholders == [])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(key=st.text(min_size=1, max_size=12).filter(lambda k: "}" not in k and k.strip()), value=json_values)
 def test_any_top_level_key_resolves_to_its_value(key: str, value: object) -> None:
     try:
