@@ -33,6 +33,10 @@ class Uplink(Protocol):
         """Answer a server-side RPC for ``device`` to ThingsBoard."""
         ...
 
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready summary of the gateway (ThingsBoard link, storage) for health endpoints."""
+        ...
+
 
 class Connector(ABC):
     """A connector: started and stopped by the daemon, told about downlink traffic."""

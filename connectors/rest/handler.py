@@ -1,0 +1,87 @@
+"""Handles one request to one mapping: authenticate, read, convert, store durably, answer."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Request, Response
+
+from connectors.base import Uplink, UplinkUnavailable
+from connectors.rest.model import Mapping
+from connectors.rest.request_data import BadRequestData, read_request
+from connectors.rest.responses import error_response, json_response
+from connectors.rest.security import BasicAuthenticator
+from converters.base import ConversionError, Converter
+from converters.legacy import normalize_result
+from converters.model import ConvertedData
+
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Basic realm="rest-gateway", charset="UTF-8"'}
+
+
+class MappingHandler:
+    """The request handler of one ``mapping`` entry (one endpoint and its methods)."""
+
+    def __init__(self, mapping: Mapping, converter: Converter, uplink: Uplink, logger: logging.Logger) -> None:
+        self.mapping = mapping
+        self.converter = converter
+        self.uplink = uplink
+        self.log = logger
+        self._auth = BasicAuthenticator(mapping.security) if mapping.security.type == "basic" else None
+        self._converter_config = mapping.converter.raw
+        self._converter_name = mapping.converter.extension or "json"
+        self._want_raw = bool(getattr(converter, "raw_body", False)) or mapping.converter.type == "custom"
+
+    def __call__(self, request: Request, path_vars: dict[str, Any]) -> Response:
+        if self._auth is not None and not self._auth.check(request.headers.get("Authorization")):
+            return error_response(401, "authentication required: wrong or missing Basic credentials",
+                                  UNAUTHORIZED_HEADERS)
+        body = request.get_data(cache=False)
+        try:
+            request_input = read_request(
+                body, request.content_type or "", request.query_string, path_vars, self._want_raw
+            )
+        except BadRequestData as exc:
+            return error_response(400, str(exc))
+        raw_only = request_input.body_kind == "raw" or getattr(self.converter, "raw_body", False)
+        converted: list[ConvertedData] = []
+        many = len(request_input.messages) > 1
+        for index, message in enumerate(request_input.messages):
+            where = f"message [{index}]: " if many else ""
+            try:
+                result = self.converter.convert(self._converter_config, request_input.raw if raw_only else message)
+                items = normalize_result(result, self._converter_name)
+            except ConversionError as exc:
+                return error_response(400, f"{where}{exc}")
+            except Exception as exc:  # a custom converter failing on this input must not become a 500
+                self.log.exception("converter %s failed on a request to %s", self._converter_name,
+                                   self.mapping.endpoint)
+                return error_response(
+                    400, f"{where}converter {self._converter_name} could not convert the message: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+            for item in items:
+                if not isinstance(item.device_name, str) or not item.device_name.strip():
+                    return error_response(400, f"{where}the device name is empty")
+            converted.extend(items)
+        to_store = [item for item in converted if not item.is_empty()]
+        if to_store:
+            try:
+                self.uplink.send(to_store)
+            except UplinkUnavailable as exc:
+                return error_response(503, f"data not accepted: {exc.reason}",
+                                      {"Retry-After": str(exc.retry_after)})
+            except ValueError as exc:
+                return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
+        return json_response(200, _success_body(converted, len(to_store)))
+
+
+def _success_body(converted: list[ConvertedData], stored: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"stored": stored}
+    skipped = [
+        {"device": item.device_name, **skip.to_json()} for item in converted for skip in item.skipped
+    ]
+    if skipped:
+        body["skipped"] = skipped
+    if stored < len(converted):
+        body["empty"] = [item.device_name for item in converted if item.is_empty()]
+    return body

@@ -1,0 +1,91 @@
+"""Serves the REST connector's WSGI app with waitress (behind a TLS front when SSL is on)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from waitress.server import create_server
+
+from connectors.rest.model import ServerConfig
+
+
+class HttpServer:
+    """waitress in a background thread, with explicit limits and a graceful stop."""
+
+    def __init__(self, app: Any, config: ServerConfig, logger: logging.Logger) -> None:
+        self.config = config
+        self.log = logger
+        self._app = app
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._tls: Any = None
+        self.port = config.port
+
+    def start(self) -> None:
+        """Bind and serve; raises OSError when the address is taken, TlsConfigError on a bad cert."""
+        cfg = self.config
+        internal = cfg.ssl
+        self._server = create_server(
+            self._app,
+            host="127.0.0.1" if internal else cfg.host,
+            port=0 if internal else cfg.port,
+            threads=cfg.threads,
+            connection_limit=cfg.connection_limit,
+            channel_timeout=cfg.channel_timeout,
+            # Flask enforces maxBodySize with a JSON 413; waitress's own limit is only a backstop
+            max_request_body_size=cfg.max_body_bytes * 2 + 65536,
+            max_request_header_size=65536,
+            url_scheme="https" if cfg.ssl else "http",
+            ident="rest-gateway",
+            clear_untrusted_proxy_headers=True,
+            expose_tracebacks=False,
+        )
+        self.port = int(self._server.effective_port)
+        if cfg.ssl:
+            from connectors.rest.tls import TlsFront
+
+            self._tls = TlsFront(cfg.host, cfg.port, cfg.cert, cfg.key, ("127.0.0.1", self.port),
+                                 connection_limit=cfg.connection_limit, logger=self.log)
+            self._tls.start()
+            self.port = self._tls.port
+        self._thread = threading.Thread(target=self._run, name="http-server", daemon=True)
+        self._thread.start()
+        scheme = "https" if cfg.ssl else "http"
+        self.log.info("REST connector listening on %s://%s:%d (threads=%d, connection limit=%d, "
+                      "body limit=%d bytes)", scheme, cfg.host, self.port, cfg.threads,
+                      cfg.connection_limit, cfg.max_body_bytes)
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except Exception:  # the loop ends abruptly when its sockets are closed during stop
+            if self._server is not None and self._server.accepting:
+                self.log.exception("HTTP server loop failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), then close everything."""
+        server = self._server
+        if server is None:
+            return
+        if self._tls is not None:
+            self._tls.close(timeout=min(timeout, 5.0))
+        server.accepting = False
+        deadline = time.monotonic() + timeout
+        dispatcher = server.task_dispatcher
+        while time.monotonic() < deadline:
+            with dispatcher.lock:
+                busy = dispatcher.active_count or len(dispatcher.queue)
+            pending_output = any(getattr(ch, "total_outbufs_len", 0) for ch in list(server._map.values()))
+            if not busy and not pending_output:
+                break
+            time.sleep(0.02)
+        dispatcher.shutdown(cancel_pending=True, timeout=max(0.1, deadline - time.monotonic()))
+        from waitress import wasyncore
+
+        wasyncore.close_all(server._map)
+        server.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None

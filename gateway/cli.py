@@ -1,0 +1,70 @@
+"""The ``rest-gateway`` command line: ``run`` the daemon or ``check`` its configuration."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+
+DEFAULT_CONFIG = "config/gateway.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rest-gateway", description=(
+        "Serve HTTP endpoints for legacy devices and forward their data to ThingsBoard over MQTT."))
+    parser.add_argument("--version", action="version", version=f"rest-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run the gateway in the foreground until SIGINT/SIGTERM"),
+                       ("check", "validate the general config and every connector config it names")):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                         help=f"general config file, YAML or JSON (default: {DEFAULT_CONFIG})")
+        if name == "run":
+            sub.add_argument("--log-level", help="override the config's logLevel (DEBUG, INFO, ...)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        from gateway.config.check import check_report
+
+        code, text = check_report(args.config)
+        print(text, file=sys.stdout if code == 0 else sys.stderr)
+        return code
+    return _run(args.config, args.log_level)
+
+
+def _run(path: str, log_level: str | None) -> int:
+    from gateway.config.errors import ConfigError
+    from gateway.config.loader import load_config
+
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        print(f"rest-gateway: not starting, the configuration has {len(exc.problems)} problem(s):",
+              file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    from gateway.daemon import Daemon, config_secrets, run_until_signalled
+    from gateway.logs import setup_logging
+
+    setup_logging(log_level or loaded.gateway.log_level, config_secrets(loaded))
+    log = logging.getLogger("gateway")
+    for warning in loaded.warnings:
+        log.warning("config: %s", warning)
+    try:
+        daemon = Daemon(loaded)
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        run_until_signalled(daemon)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0

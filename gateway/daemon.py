@@ -1,0 +1,96 @@
+"""The daemon's lifecycle: build storage, the ThingsBoard client and connectors; start; stop cleanly."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+from connectors.base import Connector
+from connectors.rest.connector import RestConnector
+from gateway.config.loader import LoadedConfig
+from gateway.downlink import DownlinkRouter
+from gateway.northbound import Northbound
+from gateway.storage.factory import create_storage
+from gateway.uplink import GatewayUplink
+
+BUNDLED_EXTENSIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "extensions")
+log = logging.getLogger("gateway")
+
+
+def config_secrets(loaded: LoadedConfig) -> Iterator[str]:
+    """Every credential in the config, so logging can mask them."""
+    tb = loaded.gateway.thingsboard
+    yield from (tb.access_token, tb.password)
+    for _, rest in loaded.connectors:
+        for mapping in rest.mappings:
+            yield mapping.security.password
+        for entry in (*rest.attribute_updates, *rest.server_side_rpc):
+            security = entry.get("security") or {}
+            if isinstance(security, dict) and isinstance(security.get("password"), str):
+                yield security["password"]
+
+
+class Daemon:
+    """Owns storage, the northbound MQTT client and the connectors."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        cfg = loaded.gateway
+        self.storage = create_storage(cfg.storage)
+        dead_letter = None
+        if cfg.storage.type == "sqlite":
+            dead_letter = os.path.join(os.path.dirname(cfg.storage.data_file_path), "dead-letter.jsonl")
+        self.northbound = Northbound(cfg.thingsboard, self.storage, logging.getLogger("gateway.mqtt"),
+                                     dead_letter_path=dead_letter)
+        self.uplink = GatewayUplink(self.storage, self.northbound)
+        extension_paths = [*cfg.extension_paths, BUNDLED_EXTENSIONS]
+        self.connectors: list[Connector] = [
+            RestConnector(entry.name, rest, self.uplink, extension_paths,
+                          logging.getLogger(f"connectors.rest.{entry.name}"))
+            for entry, rest in loaded.connectors
+        ]
+        self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
+        self._started: list[Connector] = []
+
+    def start(self) -> None:
+        """Connect to ThingsBoard in the background and start every connector."""
+        self.northbound.start()
+        for connector in self.connectors:
+            connector.start()
+            self._started.append(connector)
+        log.info("rest-gateway started: %d connector(s), storage %s, ThingsBoard %s:%d",
+                 len(self.connectors), self.loaded.gateway.storage.type,
+                 self.loaded.gateway.thingsboard.host, self.loaded.gateway.thingsboard.port)
+
+    def stop(self) -> None:
+        """Stop accepting requests, finish in-flight ones, deliver what is in flight, disconnect."""
+        for connector in reversed(self._started):
+            try:
+                connector.stop()
+            except Exception:
+                log.exception("connector %s did not stop cleanly", connector.name)
+        self._started.clear()
+        self.northbound.stop(timeout=5.0)
+        self.storage.close()
+        log.info("rest-gateway stopped")
+
+
+def run_until_signalled(daemon: Daemon) -> None:
+    """Start ``daemon`` and block until SIGINT or SIGTERM, then stop it."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        daemon.start()
+        while not stop.wait(1.0):
+            pass
+    finally:
+        daemon.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
