@@ -194,4 +194,3 @@ def test_packing_never_exceeds_the_limit_and_loses_nothing(raw: list[Any], limit
     if events:  # once everything is acked, the whole batch may leave storage
         covered = [t for t in [result.ready_through] + [p.through_id for p in result.publishes] if t]
         assert max(covered) == len(events)
-        assert all(p.topic != TOPIC_CONNECT for p in result.publishes[-1:])
