@@ -9,13 +9,12 @@ from collections.abc import Iterator
 
 from connectors.base import Connector
 from connectors.rest.connector import RestConnector
-from gateway.config.loader import LoadedConfig
+from gateway.config.loader import BUNDLED_EXTENSIONS, LoadedConfig
 from gateway.downlink import DownlinkRouter
 from gateway.northbound import Northbound
 from gateway.storage.factory import create_storage
 from gateway.uplink import GatewayUplink
 
-BUNDLED_EXTENSIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "extensions")
 log = logging.getLogger("gateway")
 
 

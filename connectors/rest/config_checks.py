@@ -8,6 +8,10 @@ from typing import Any
 import regex
 
 from connectors.rest.model import Mapping, RestConfig
+from connectors.rest.tls import TlsConfigError, build_context
+from converters.casting import KNOWN_TYPES
+from converters.expressions import ExpressionError, compile_template
+from converters.loader import ConverterLoadError, find_converter_class
 from gateway.config.document import Problems, check_readable_file
 from gateway.config.locate import join
 
@@ -42,16 +46,22 @@ def _check_tls(config: RestConfig, pointer: str, problems: Problems) -> None:
     server = config.server
     if not server.ssl:
         return
+    files_ok = True
     for key, path in (("cert", server.cert), ("key", server.key)):
         where = join(pointer, "security", key)
+        reason = check_readable_file(path) if path else None
         if not path:
             problems.error(where, f"SSL is true but no {key} file is set",
                            f"security.{key}: the path of a readable PEM file (relative paths are "
                            "relative to rest.json)", line=problems.index.line(join(pointer, "SSL")))
-            continue
-        reason = check_readable_file(path)
-        if reason:
+        elif reason:
             problems.error(where, f"TLS {key} file {path} {reason}", "a readable PEM file")
+        files_ok = files_ok and bool(path) and not reason
+    if files_ok:
+        try:
+            build_context(server.cert, server.key)
+        except TlsConfigError as exc:
+            problems.error(join(pointer, "security"), str(exc), "a PEM certificate and its unencrypted private key")
 
 
 def _route_key(endpoint: str) -> str:
@@ -137,10 +147,6 @@ def _check_converter(mapping: Mapping, problems: Problems, extension_paths: Sequ
 
 
 def _check_templates(templates: list[tuple[str, str]], problems: Problems) -> None:
-    try:
-        from converters.expressions import ExpressionError, compile_template
-    except ImportError:  # TODO: converters.expressions not available yet; skip the check
-        return
     for pointer, text in templates:
         try:
             compile_template(text)
@@ -150,20 +156,12 @@ def _check_templates(templates: list[tuple[str, str]], problems: Problems) -> No
 
 
 def _check_type(type_name: str, pointer: str, problems: Problems) -> None:
-    try:
-        from converters.casting import KNOWN_TYPES
-    except ImportError:  # TODO: converters.casting not available yet; skip the check
-        return
     if type_name.strip().lower() not in KNOWN_TYPES:
         problems.error(pointer, f"unknown data point type {type_name!r}",
                        "one of " + ", ".join(sorted(KNOWN_TYPES)))
 
 
 def _check_extension(name: str, pointer: str, problems: Problems, extension_paths: Sequence[str]) -> None:
-    try:
-        from converters.loader import ConverterLoadError, find_converter_class
-    except ImportError:  # TODO: converters.loader not available yet; skip the check
-        return
     try:
         find_converter_class(name, list(extension_paths))
     except ConverterLoadError as exc:

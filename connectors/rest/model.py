@@ -1,7 +1,7 @@
 """The REST connector's internal config model; both rest.json formats are read into it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from converters.config import ConverterConfig

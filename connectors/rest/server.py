@@ -46,9 +46,14 @@ class HttpServer:
         if cfg.ssl:
             from connectors.rest.tls import TlsFront
 
-            self._tls = TlsFront(cfg.host, cfg.port, cfg.cert, cfg.key, ("127.0.0.1", self.port),
-                                 connection_limit=cfg.connection_limit, logger=self.log)
-            self._tls.start()
+            try:
+                self._tls = TlsFront(cfg.host, cfg.port, cfg.cert, cfg.key, ("127.0.0.1", self.port),
+                                     connection_limit=cfg.connection_limit, logger=self.log)
+                self._tls.start()
+            except Exception:
+                self._server.close()
+                self._server = None
+                raise
             self.port = self._tls.port
         self._thread = threading.Thread(target=self._run, name="http-server", daemon=True)
         self._thread.start()

@@ -1,17 +1,15 @@
 """TlsFront in front of a real waitress server, exercised with real HTTPS clients."""
 from __future__ import annotations
 
-import datetime
+import gc
 import hashlib
 import http.client
-import ipaddress
 import json
 import os
 import re
 import shutil
 import socket
 import ssl
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -25,59 +23,9 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from connectors.rest.tls import TlsConfigError, TlsFront
+from tests.fixtures.certs import write_cert
 
 BIG = 1024 * 1024
-
-
-# -- certificates ---------------------------------------------------------------------------------
-
-def _write_cert_cryptography(directory: Path, name: str, passphrase: bytes | None = None) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
-                  else serialization.NoEncryption())
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           encryption))
-    return str(cert_path), str(key_path)
-
-
-def _write_cert_openssl(directory: Path, name: str, passphrase: bytes | None = None) -> tuple[str, str]:
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-               "-keyout", str(key_path), "-out", str(cert_path), "-days", "2", "-subj", "/CN=localhost",
-               "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
-    command += ["-passout", f"pass:{passphrase.decode()}"] if passphrase else ["-nodes"]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-    return str(cert_path), str(key_path)
-
-
-def write_cert(directory: Path, name: str, passphrase: bytes | None = None) -> tuple[str, str]:
-    try:
-        import cryptography  # noqa: F401
-    except ImportError:
-        if shutil.which("openssl") is None:
-            pytest.skip("neither the cryptography package nor the openssl CLI is available")
-        return _write_cert_openssl(directory, name, passphrase)
-    return _write_cert_cryptography(directory, name, passphrase)
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +102,11 @@ def _open_fds() -> set[str]:
 def no_leaks() -> Iterator[None]:
     threads, fds = set(threading.enumerate()), _open_fds()
     yield
+    gc.collect()  # a finished requests response may still hold its socket until collected
     leaked = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
     assert not leaked, f"threads left running: {leaked}"
-    assert len(_open_fds() - fds) == 0, "file descriptors left open"
+    new = _open_fds() - fds
+    assert not new, f"file descriptors left open: {sorted(new)}"
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from connectors.rest.config import detect_format, load_rest_config, read_rest_config, rest_config_from_data
 from gateway.config.document import Problems, parse_text
 from gateway.config.errors import ConfigError
+from tests.fixtures.certs import write_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -102,8 +104,9 @@ def test_extra_server_keys_both_formats(tmp_path: Path) -> None:
 
 def test_ssl_cert_paths_relative_to_rest_json(tmp_path: Path) -> None:
     (tmp_path / "tls").mkdir()
-    (tmp_path / "tls" / "c.pem").write_text("x")
-    (tmp_path / "tls" / "k.pem").write_text("x")
+    cert, key = write_cert(tmp_path / "tls", "gw")
+    os.rename(cert, tmp_path / "tls" / "c.pem")
+    os.rename(key, tmp_path / "tls" / "k.pem")
     data = {"server": {"SSL": True, "security": {"cert": "tls/c.pem", "key": "tls/k.pem"}},
             "mapping": example()["mapping"][:1]}
     config = load_rest_config(write(tmp_path, data), EXTENSIONS)
