@@ -42,7 +42,7 @@ class Daemon:
         if cfg.storage.type == "sqlite":
             dead_letter = os.path.join(os.path.dirname(cfg.storage.data_file_path), "dead-letter.jsonl")
         self.northbound = Northbound(cfg.thingsboard, self.storage, logging.getLogger("gateway.mqtt"),
-                                     dead_letter_path=dead_letter)
+                                     dead_letter_path=dead_letter, read_batch=cfg.storage.read_batch)
         self.uplink = GatewayUplink(self.storage, self.northbound)
         extension_paths = [*cfg.extension_paths, BUNDLED_EXTENSIONS]
         self.connectors: list[Connector] = [

@@ -52,6 +52,6 @@ class GatewayUplink:
             events, storage_ok = -1, False
         return {
             "status": "ok" if storage_ok else "degraded",
-            "thingsboard": {"connected": bool(self.northbound.connected)},
+            "thingsboard": self.northbound.stats(),
             "storage": {"ok": storage_ok, "events": events},
         }
