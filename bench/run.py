@@ -1,0 +1,206 @@
+"""One command for the end-to-end benchmark: ceiling vs gateway (sqlite, memory) on loopback, interleaved."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.counter import DeliveryCounter  # noqa: E402
+from bench.load import run_load, wrk_binary  # noqa: E402
+from bench.report import RunResult, machine_description, results_section, table, write_results  # noqa: E402
+from bench.scenarios import PENDING_SCENARIOS, SCENARIOS, Scenario  # noqa: E402
+from bench.systems import (  # noqa: E402
+    CeilingServer,
+    GatewayServer,
+    Mosquitto,
+    Server,
+    cpu_seconds,
+    peak_rss_mb,
+    scratch_dir,
+)
+
+SYSTEMS = ("ceiling", "gateway-sqlite", "gateway-memory")
+SERVER_CPUS, LOAD_CPUS = {0}, {1}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (medians are taken over them)")
+    parser.add_argument("--connections", default="8,64", help="comma list of concurrent connections")
+    parser.add_argument("--scenarios", default="main", help=f"comma list of {', '.join(SCENARIOS)} or all")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of " + ", ".join(SYSTEMS))
+    parser.add_argument("--pin", choices=("on", "off", "both"), default="off",
+                        help="on: server on CPU 0, load + broker + subscriber on CPU 1")
+    parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
+                        help="load generator (auto: wrk when installed)")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--ceiling-threads", type=int, default=8, help="waitress threads of the ceiling app")
+    parser.add_argument("--gateway-threads", type=int, default=None, help="REST connector threads (default: its own)")
+    parser.add_argument("--log-level", default="INFO", help="gateway logLevel")
+    parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument("--profile", metavar="DIR", help="py-spy record each gateway run into DIR")
+    parser.add_argument("--results", metavar="FILE", help="write the table into FILE (e.g. bench/RESULTS.md)")
+    parser.add_argument("--json", metavar="FILE", help="write every run as JSON into FILE")
+    parser.add_argument("--note", action="append", default=[], help="a line for the results notes")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few seconds: main scenario, 8 connections, ceiling + gateway-sqlite, once")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.warmup, args.repeat = min(args.duration, 2.0), 1.0, 1
+        args.connections, args.scenarios, args.systems = "8", "main", "ceiling,gateway-sqlite"
+    return args
+
+
+def _spy(pid: int, seconds: float, out_dir: str, label: str, cpus: set[int] | None) -> subprocess.Popen[bytes] | None:
+    binary = shutil.which("py-spy")
+    if binary is None:
+        print("py-spy not installed: pip install py-spy", file=sys.stderr)
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"{label}.txt")
+    return subprocess.Popen([binary, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "200",
+                             "-f", "raw", "-o", out, "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+
+
+def _drain(server: Server, counter: DeliveryCounter, base: int, expected: int, timeout: float) -> float:
+    """Wait until the gateway's queue is empty and the counter has gone quiet; seconds until all arrived."""
+    start = time.monotonic()
+    reached: float | None = None
+    last, since = -1, start
+    while time.monotonic() - start < timeout:
+        now = time.monotonic()
+        got = counter.snapshot()[0] - base
+        if reached is None and got >= expected:
+            reached = now - start
+        if got != last:
+            last, since = got, now
+        elif now - since >= 0.5 and (reached is not None or now - since >= 5.0) and server.pending() == 0:
+            break
+        time.sleep(0.05)
+    return reached if reached is not None else time.monotonic() - start
+
+
+def measure(args: argparse.Namespace, system: str, scenario: Scenario, connections: int, pin: bool,
+            rep: int, broker: Mosquitto, tool: str) -> RunResult:
+    """Start ``system`` fresh, warm up, load it, wait for delivery, stop it."""
+    server_cpus, load_cpus = (SERVER_CPUS, LOAD_CPUS) if pin else (None, None)
+    with scratch_dir(f"bench-{system}-") as workdir:
+        server: Server
+        if system == "ceiling":
+            server = CeilingServer(workdir, server_cpus, args.ceiling_threads)
+        else:
+            server = GatewayServer(workdir, server_cpus, system.split("-", 1)[1], broker, scenario.mapping(),
+                                   args.gateway_threads, args.log_level)
+        counter = DeliveryCounter(broker.port).start() if server.delivers else None
+        try:
+            server.start()
+            if args.warmup > 0:
+                warm = run_load(tool, server.port, scenario, connections, args.warmup, workdir, load_cpus,
+                                args.wrk_threads)
+                if counter is not None:
+                    _drain(server, counter, 0, warm.acknowledged * scenario.messages_per_request,
+                           args.drain_timeout)
+            base = counter.snapshot()[0] if counter else 0
+            spy = None
+            if args.profile and server.delivers:
+                label = f"{scenario.name}-c{connections}-{'pin' if pin else 'nopin'}-{system}-r{rep}"
+                spy = _spy(server.pid, args.duration, args.profile, label, load_cpus)
+            cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
+            load = run_load(tool, server.port, scenario, connections, args.duration, workdir, load_cpus,
+                            args.wrk_threads)
+            cpu_pct = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0) * 100
+            if spy is not None:
+                spy.wait(60)
+            delivered, drain_s = None, 0.0
+            if counter is not None:
+                expected = load.acknowledged * scenario.messages_per_request
+                drain_s = _drain(server, counter, base, expected, args.drain_timeout)
+                delivered = counter.snapshot()[0] - base
+            rss = peak_rss_mb(server.pid)
+        finally:
+            if counter is not None:
+                counter.close()
+            server.stop()
+    result = RunResult(scenario.name, connections, pin, rep, system, load, scenario.messages_per_request,
+                       delivered, drain_s, cpu_pct, rss)
+    ratio = result.delivery_ratio
+    print(f"  {scenario.name:8} c={connections:<3} pin={'y' if pin else 'n'} rep={rep} {system:15} "
+          f"{load.rps:9,.0f} req/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
+          f"non-2xx {load.non_2xx}  err {load.socket_errors}  cpu {cpu_pct:4.0f}%  rss {rss:5.1f} MB"
+          + ("" if ratio is None else f"  delivered/acked {ratio:.4f} (drain {drain_s:.1f} s)"), flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scenario_names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+    for name in scenario_names:
+        if name in PENDING_SCENARIOS:
+            print(f"skipping {name}: {PENDING_SCENARIOS[name]}")
+        elif name not in SCENARIOS:
+            raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    scenarios = [SCENARIOS[n] for n in scenario_names if n in SCENARIOS]
+    systems = args.systems.split(",")
+    for system in systems:
+        if system not in SYSTEMS:
+            raise SystemExit(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}")
+    pins = {"on": [True], "off": [False], "both": [False, True]}[args.pin]
+    if any(pins) and len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    tool = args.load if args.load != "auto" else ("wrk" if wrk_binary() else "python")
+    connections = [int(c) for c in args.connections.split(",")]
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__), *(argv or sys.argv[1:])])
+    machine = machine_description()
+    print("\n".join(machine), flush=True)
+    everything = os.sched_getaffinity(0)
+    results: list[RunResult] = []
+    try:
+        for pin in pins:
+            # the subscriber's threads are created per run and inherit this process's affinity
+            os.sched_setaffinity(0, LOAD_CPUS if pin else everything)
+            with scratch_dir("bench-broker-") as broker_dir:
+                broker = Mosquitto(broker_dir, LOAD_CPUS if pin else None).start()
+                try:
+                    for scenario in scenarios:
+                        for conns in connections:
+                            for rep in range(1, args.repeat + 1):
+                                for system in systems:
+                                    results.append(measure(args, system, scenario, conns, pin, rep, broker, tool))
+                finally:
+                    broker.stop()
+    finally:
+        os.sched_setaffinity(0, everything)
+    notes = [f"Load generator: {tool}; {args.duration:g} s measured after {args.warmup:g} s warm-up per run; "
+             f"{args.repeat} repetition(s), systems interleaved per repetition ({', '.join(systems)}); each run "
+             "starts a fresh server process (fresh SQLite file). Gateway endpoint security: anonymous. "
+             "delivered/acked counts telemetry entries at a real subscriber against 2xx answers × messages per "
+             "request; it can exceed 1.0 by at most the requests in flight when the load stopped.",
+             *[f"Note: {n}" for n in args.note]]
+    print("\n".join(table(results)))
+    if args.results:
+        write_results(args.results, results_section(command, machine, results, notes))
+        print(f"results written to {args.results}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump([r.as_json() for r in results], fh, indent=1)
+    lost = [r for r in results if r.delivery_ratio is not None and not r.delivery_ratio >= 1.0]
+    failed = [r for r in results if r.load.acknowledged == 0]
+    for r in lost:
+        print(f"LOST DATA: {r.system} {r.scenario} c={r.connections} rep={r.rep}: delivered {r.delivered} of "
+              f"{r.expected} acknowledged", file=sys.stderr)
+    return 1 if lost or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
