@@ -5,10 +5,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import regex
-
+from connectors.rest.downlink.model import EntryError, parse_attribute_update, parse_rpc
 from connectors.rest.model import Mapping, RestConfig
-from connectors.rest.tls import TlsConfigError, build_context
+from connectors.rest.tls_context import TlsConfigError, build_context
 from converters.casting import KNOWN_TYPES
 from converters.expressions import ExpressionError, compile_template
 from converters.loader import ConverterLoadError, find_converter_class
@@ -30,16 +29,21 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
         _check_security(mapping.security.type, mapping.security.username, mapping.security.password,
                         mapping.pointer, problems)
         _check_converter(mapping, problems, extension_paths)
-    sections = (("attributeUpdates", config.attribute_updates, ("deviceNameFilter", "attributeFilter")),
-                ("serverSideRpc", config.server_side_rpc, ("deviceNameFilter", "methodFilter")),
-                ("attributeRequests", config.attribute_requests, ()))
-    for name, entries, filters in sections:
+    sections = (("attributeUpdates", config.attribute_updates, parse_attribute_update),
+                ("serverSideRpc", config.server_side_rpc, parse_rpc),
+                ("attributeRequests", config.attribute_requests, None))
+    for name, entries, parse in sections:
         for index, entry in enumerate(entries):
             pointer = join(downlink_ptr, name, index)
-            _check_downlink(entry, pointer, filters, problems)
-            if name == "attributeRequests" and isinstance(entry.get("endpoint"), str):
+            _check_downlink(entry, pointer, problems)
+            if parse is not None:
+                _check_relay_entry(entry, pointer, parse, config.file, problems)
+            elif isinstance(entry.get("endpoint"), str):
                 methods = tuple(entry.get("HTTPMethods") or ("POST",))
                 _check_route(entry["endpoint"], methods, pointer, routes, problems)
+                _check_templates([(join(pointer, key), entry[key]) for key in
+                                  ("deviceNameExpression", "attributeNameExpression")
+                                  if isinstance(entry.get(key), str)], problems)
 
 
 def _check_tls(config: RestConfig, pointer: str, problems: Problems) -> None:
@@ -169,16 +173,22 @@ def _check_extension(name: str, pointer: str, problems: Problems, extension_path
                        "a Converter subclass of that name in an extension folder (extensionPaths)")
 
 
-def _check_downlink(entry: dict[str, Any], pointer: str, filters: tuple[str, ...],
-                    problems: Problems) -> None:
-    for key in filters:
-        pattern = entry.get(key)
-        if isinstance(pattern, str):
-            try:
-                regex.compile(pattern)
-            except (regex.error, ValueError, OverflowError, RecursionError) as exc:
-                problems.error(join(pointer, key), f"invalid regular expression {pattern!r}: {exc}",
-                               "a valid regular expression, e.g. \".*\"")
+def _check_relay_entry(entry: dict[str, Any], pointer: str, parse: Any, rest_file: str,
+                       problems: Problems) -> None:
+    """Compile an attributeUpdates/serverSideRpc entry as the connector will (regexes, templates)."""
+    try:
+        parse(entry, pointer, rest_file)
+    except EntryError as exc:
+        for key, message, expected in exc.problems:
+            if key:  # an unkeyed problem is a type error the schema check has reported
+                problems.error(join(pointer, key), message, expected)
+    if "extension" in entry:
+        problems.warn(join(pointer, "extension"), "custom downlink converters are not supported; "
+                      "the entry's requestUrlExpression and valueExpression are used",
+                      "requestUrlExpression/valueExpression templates")
+
+
+def _check_downlink(entry: dict[str, Any], pointer: str, problems: Problems) -> None:
     method = entry.get("HTTPMethod")
     if isinstance(method, str) and method not in KNOWN_METHODS:
         problems.error(join(pointer, "HTTPMethod"), f"unknown HTTP method {method!r}",
