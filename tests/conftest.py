@@ -7,5 +7,5 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-pytest_plugins = [name for name in ("tests.fixtures.broker", "tests.fixtures.daemon")
+pytest_plugins = [name for name in ("tests.fixtures.leaks", "tests.fixtures.broker", "tests.fixtures.daemon")
                   if importlib.util.find_spec(name) is not None]
