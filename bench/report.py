@@ -10,7 +10,9 @@ from importlib import metadata
 
 from bench.load import LoadResult, median
 
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+def _markers(label: str) -> tuple[str, str]:
+    return f"<!-- bench:begin {label} -->", f"<!-- bench:end {label} -->"
 
 
 @dataclass
@@ -135,24 +137,27 @@ def per_run_lines(results: list[RunResult]) -> list[str]:
     return lines
 
 
-def results_section(command: str, machine: list[str], results: list[RunResult], notes: list[str]) -> str:
-    """The generated part of RESULTS.md (between the bench markers)."""
-    parts = [BEGIN, "## Latest generated run", "", "Command:", "", "```", command, "```", "", "Machine:", "",
+def results_section(command: str, machine: list[str], results: list[RunResult], notes: list[str],
+                    label: str = "run") -> str:
+    """The generated part of RESULTS.md (between the bench markers named ``label``)."""
+    begin, end = _markers(label)
+    parts = [begin, f"## Generated: {label}", "", "Command:", "", "```", command, "```", "", "Machine:", "",
              *machine, "", *notes, "", *table(results), "", "<details><summary>Every run in order</summary>", "",
-             *per_run_lines(results), "", "</details>", END]
+             *per_run_lines(results), "", "</details>", end]
     return "\n".join(parts) + "\n"
 
 
-def write_results(path: str, section: str) -> None:
-    """Replace the generated section of ``path`` (or append it), keeping the hand-written notes."""
+def write_results(path: str, section: str, label: str = "run") -> None:
+    """Replace the generated section ``label`` of ``path`` (or append it), keeping everything else."""
+    begin, end = _markers(label)
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except FileNotFoundError:
         text = "# Benchmark results\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         text = head + section + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section

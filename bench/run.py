@@ -17,13 +17,16 @@ from bench.load import run_load, wrk_binary  # noqa: E402
 from bench.report import RunResult, machine_description, results_section, table, write_results  # noqa: E402
 from bench.scenarios import PENDING_SCENARIOS, SCENARIOS, Scenario  # noqa: E402
 from bench.systems import (  # noqa: E402
+    ROOT,
     CeilingServer,
     GatewayServer,
     Mosquitto,
     Server,
     cpu_seconds,
+    describe,
     peak_rss_mb,
     scratch_dir,
+    snapshot,
 )
 
 SYSTEMS = ("ceiling", "gateway-sqlite", "gateway-memory")
@@ -45,10 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--ceiling-threads", type=int, default=8, help="waitress threads of the ceiling app")
     parser.add_argument("--gateway-threads", type=int, default=None, help="REST connector threads (default: its own)")
+    parser.add_argument("--gateway-rev", metavar="REV",
+                        help="measure the gateway as committed at REV (git archive), not the working tree")
     parser.add_argument("--log-level", default="INFO", help="gateway logLevel")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--profile", metavar="DIR", help="py-spy record each gateway run into DIR")
     parser.add_argument("--results", metavar="FILE", help="write the table into FILE (e.g. bench/RESULTS.md)")
+    parser.add_argument("--label", default="run", help="name of the generated section in --results FILE")
     parser.add_argument("--json", metavar="FILE", help="write every run as JSON into FILE")
     parser.add_argument("--note", action="append", default=[], help="a line for the results notes")
     parser.add_argument("--smoke", action="store_true",
@@ -101,7 +107,7 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             server = CeilingServer(workdir, server_cpus, args.ceiling_threads)
         else:
             server = GatewayServer(workdir, server_cpus, system.split("-", 1)[1], broker, scenario.mapping(),
-                                   args.gateway_threads, args.log_level)
+                                   args.gateway_threads, args.log_level, args.code_root)
         counter = DeliveryCounter(broker.port).start() if server.delivers else None
         try:
             server.start()
@@ -165,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(machine), flush=True)
     everything = os.sched_getaffinity(0)
     results: list[RunResult] = []
+    failures: list[str] = []
+    code = scratch_dir("bench-code-")
+    args.code_root = ROOT
+    revision = "working tree at " + describe("HEAD")
+    if args.gateway_rev:
+        args.code_root = snapshot(args.gateway_rev, code.name)
+        revision = describe(args.gateway_rev)
+    print(f"gateway code: {revision}", flush=True)
     try:
         for pin in pins:
             # the subscriber's threads are created per run and inherit this process's affinity
@@ -176,20 +190,27 @@ def main(argv: list[str] | None = None) -> int:
                         for conns in connections:
                             for rep in range(1, args.repeat + 1):
                                 for system in systems:
-                                    results.append(measure(args, system, scenario, conns, pin, rep, broker, tool))
+                                    try:
+                                        results.append(measure(args, system, scenario, conns, pin, rep, broker,
+                                                               tool))
+                                    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                                        failures.append(f"{scenario.name} c={conns} rep={rep} {system}: {exc}")
+                                        print(f"RUN FAILED: {failures[-1][:2000]}", file=sys.stderr, flush=True)
                 finally:
                     broker.stop()
     finally:
         os.sched_setaffinity(0, everything)
+        code.cleanup()
     notes = [f"Load generator: {tool}; {args.duration:g} s measured after {args.warmup:g} s warm-up per run; "
              f"{args.repeat} repetition(s), systems interleaved per repetition ({', '.join(systems)}); each run "
              "starts a fresh server process (fresh SQLite file). Gateway endpoint security: anonymous. "
              "delivered/acked counts telemetry entries at a real subscriber against 2xx answers × messages per "
              "request; it can exceed 1.0 by at most the requests in flight when the load stopped.",
-             *[f"Note: {n}" for n in args.note]]
+             f"Gateway code: {revision}.",
+             *[f"Note: {n}" for n in args.note], *[f"FAILED RUN: {f[:300]}" for f in failures]]
     print("\n".join(table(results)))
     if args.results:
-        write_results(args.results, results_section(command, machine, results, notes))
+        write_results(args.results, results_section(command, machine, results, notes, args.label), args.label)
         print(f"results written to {args.results}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
@@ -199,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in lost:
         print(f"LOST DATA: {r.system} {r.scenario} c={r.connections} rep={r.rep}: delivered {r.delivered} of "
               f"{r.expected} acknowledged", file=sys.stderr)
-    return 1 if lost or failed else 0
+    return 1 if lost or failed or failures else 0
 
 
 if __name__ == "__main__":

@@ -111,9 +111,10 @@ class Server:
     name = "server"
     delivers = False
 
-    def __init__(self, workdir: str, cpus: set[int] | None) -> None:
+    def __init__(self, workdir: str, cpus: set[int] | None, code_root: str = ROOT) -> None:
         self.workdir = workdir
         self.cpus = cpus
+        self.code_root = code_root
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(workdir, f"{self.name}.log")
@@ -130,7 +131,7 @@ class Server:
         return "/"
 
     def start(self, timeout: float = 30.0) -> Server:
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(os.environ, PYTHONPATH=self.code_root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         for name in ("TB_GW_HOST", "TB_GW_PORT", "TB_GW_ACCESS_TOKEN"):
             env.pop(name, None)
         with open(self.log_path, "ab") as log:
@@ -184,9 +185,10 @@ class GatewayServer(Server):
     delivers = True
 
     def __init__(self, workdir: str, cpus: set[int] | None, storage: str, broker: Mosquitto,
-                 mapping: dict[str, Any], threads: int | None, log_level: str = "INFO") -> None:
+                 mapping: dict[str, Any], threads: int | None, log_level: str = "INFO",
+                 code_root: str = ROOT) -> None:
         self.name = f"gateway-{storage}"
-        super().__init__(workdir, cpus)
+        super().__init__(workdir, cpus, code_root)
         rest: dict[str, Any] = {"host": "127.0.0.1", "port": str(self.port), "mapping": [mapping]}
         if threads is not None:
             rest["threads"] = threads
@@ -217,6 +219,23 @@ class GatewayServer(Server):
 
     def pending(self) -> int:
         return int(self.health().get("storage", {}).get("events", -1))
+
+
+def snapshot(rev: str, into: str) -> str:
+    """Extract the committed tree at ``rev`` into ``into`` (so a run measures exactly that revision)."""
+    archive = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", rev], capture_output=True,
+                             check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True, timeout=60)
+    return into
+
+
+def describe(rev: str = "HEAD") -> str:
+    """``rev`` as a short commit id (with subject), or a placeholder outside git."""
+    try:
+        return subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %s", rev], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
 
 
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
