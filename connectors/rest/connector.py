@@ -7,6 +7,7 @@ from typing import Any
 
 from connectors.base import Connector, Uplink
 from connectors.rest.app import create_app
+from connectors.rest.downlink.service import DownlinkService
 from connectors.rest.handler import MappingHandler
 from connectors.rest.model import RestConfig
 from connectors.rest.server import HttpServer
@@ -31,6 +32,17 @@ class RestConnector(Connector):
                 by_method[method] = handler
         self.app = create_app(handlers, config.server.max_body_bytes, self._status, self.log)
         self.server = HttpServer(self.app, config.server, self.log)
+        self.downlink = DownlinkService(config, uplink, self.own_address, self.log)
+
+    def own_address(self) -> str:
+        """This connector's own HTTP address (relative downlink URLs without any baseUrl use it)."""
+        host = self.config.server.host
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        scheme = "https" if self.config.server.ssl else "http"
+        return f"{scheme}://{host}:{self.server.port}"
 
     def _status(self) -> dict[str, Any]:
         summary = dict(self.uplink.status())
@@ -39,10 +51,18 @@ class RestConnector(Connector):
 
     def start(self) -> None:
         self.server.start()
+        self.downlink.start()
 
     def stop(self) -> None:
+        self.downlink.stop()  # first: queued relays may post back into this connector's own server
         self.server.stop()
+
+    def on_attribute_update(self, device: str, data: dict[str, Any]) -> None:
+        self.downlink.on_attribute_update(device, data)
+
+    def on_rpc(self, device: str, request_id: int, method: str, params: Any) -> bool:
+        return self.downlink.on_rpc(device, request_id, method, params)
 
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type_name, "port": self.server.port,
-                "endpoints": len(self.config.mappings)}
+                "endpoints": len(self.config.mappings), "downlink": self.downlink.stats()}

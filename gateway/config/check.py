@@ -73,10 +73,25 @@ def _rest_summary(cfg: RestConfig) -> list[str]:
     for entry in cfg.attribute_requests:
         methods = ", ".join(entry.get("HTTPMethods") or ["POST"])
         lines.append(f"  {methods:<12} {entry.get('endpoint')}  attribute request")
+    lines += _relative_urls(cfg)
     lines.append(f"  attribute updates: {len(cfg.attribute_updates)}, "
                  f"server-side RPC: {len(cfg.server_side_rpc)}, "
                  f"attribute requests: {len(cfg.attribute_requests)}")
     return lines
+
+
+def _relative_urls(cfg: RestConfig) -> list[str]:
+    from connectors.rest.downlink.model import relative_url_bases
+
+    server = cfg.server
+    host = "127.0.0.1" if server.host in ("", "0.0.0.0", "::") else server.host
+    own = f"{'https' if server.ssl else 'http'}://{host}:{server.port}"
+    prefix = "/requestsMapping" if cfg.format == "current" else ""
+    entries = [(f"{prefix}/{section}/{i}", e) for section, items in
+               (("attributeUpdates", cfg.attribute_updates), ("serverSideRpc", cfg.server_side_rpc))
+               for i, e in enumerate(items)]
+    return [f"  {pointer}: relative URL {url} is sent to {base}/{url.lstrip('/')}"
+            for pointer, url, base in relative_url_bases(entries, server.base_url, own)]
 
 
 def format_problems(problems: list[ConfigProblem]) -> str:

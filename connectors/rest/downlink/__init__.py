@@ -1,0 +1,1 @@
+"""Downlink of the REST connector: ThingsBoard attribute updates and RPC relayed to HTTP targets."""

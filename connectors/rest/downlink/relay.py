@@ -1,0 +1,156 @@
+"""The downlink HTTP client: one request to a target with tries, backoff, timeouts, auth and TLS options."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+import requests
+from urllib3.exceptions import InsecureRequestWarning
+
+from connectors.rest.downlink.model import RequestOptions
+
+#: the largest target response read (an RPC reply must fit one MQTT message anyway)
+MAX_RESPONSE_BYTES = 1024 * 1024
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 2.0
+_DOT_MARK = "%252E"  # survives requests' re-quoting; turned back into %2E before sending
+_ERRNO = re.compile(r"\[Errno -?\d+\][^'\")]*")
+
+# SSLVerify is false by default (as in the spec); the choice is logged once per entry at load instead
+warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of relaying one request, after all tries.
+
+    ``kind`` is "ok" (2xx), "http" (another status), "timeout", "connection" or "invalid".
+    """
+
+    kind: str
+    tries: int
+    status: int = 0
+    reason: str = ""
+    body: bytes = b""
+    content_type: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+    def describe(self) -> str:
+        """One line for logs: ``HTTP 500 Internal Server Error`` or the failure reason."""
+        if self.kind in ("ok", "http"):
+            return f"HTTP {self.status} {self.reason}".rstrip()
+        return self.reason
+
+
+def _reason_phrase(response: requests.Response) -> str:
+    if response.reason:
+        return str(response.reason)
+    try:
+        return HTTPStatus(response.status_code).phrase
+    except ValueError:
+        return "HTTP error"
+
+
+def _short(exc: Exception, url: str) -> str:
+    text = str(exc)
+    match = _ERRNO.search(text)
+    host = urlsplit(url).netloc.rsplit("@", 1)[-1] or url
+    cause = match.group(0).strip() if match else (type(exc).__name__ if len(text) > 200 or not text else text)
+    return f"cannot connect to {host}: {cause}"
+
+
+class Relay:
+    """Sends downlink requests with ``requests``; one Session per worker thread, all closed by :meth:`close`."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._stop = stop or threading.Event()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # proxies and netrc from the environment would surprise a gateway
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def send(self, url: str, options: RequestOptions, body: bytes | None,
+             deadline: float | None = None) -> Outcome:
+        """Send with up to ``options.tries`` tries; retry connection errors, timeouts and 5xx.
+
+        ``deadline`` (a ``time.monotonic()`` value) bounds the whole exchange, backoff included.
+        """
+        last = Outcome("timeout", 0, reason="timeout")
+        for attempt in range(1, options.tries + 1):
+            timeout = options.timeout
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return Outcome("timeout", attempt - 1, reason="timeout")
+                timeout = min(timeout, remaining)
+            last = self._once(url, options, body, timeout, attempt)
+            retriable = last.kind in ("timeout", "connection") or (last.kind == "http" and last.status >= 500)
+            if not retriable or attempt == options.tries:
+                return last
+            pause = min(BACKOFF_FIRST * 2 ** (attempt - 1), BACKOFF_MAX)
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                return last if last.kind != "timeout" else Outcome("timeout", attempt, reason="timeout")
+            if self._stop.wait(pause):
+                return last
+        return last
+
+    def _once(self, url: str, options: RequestOptions, body: bytes | None, timeout: float,
+              attempt: int) -> Outcome:
+        auth = (options.username, options.password) if options.username is not None else None
+        session = self._session()
+        try:
+            # requests re-quotes URLs and would decode %2E (a "." or ".." value) back into a dot segment
+            shielded = url.replace("%2E", _DOT_MARK)
+            prepared = session.prepare_request(requests.Request(options.method, shielded, data=body,
+                                                                headers=dict(options.headers), auth=auth))
+            prepared.url = (prepared.url or shielded).replace(_DOT_MARK, "%2E")
+            response = session.send(prepared, cert=options.cert, timeout=timeout, stream=True,
+                                    allow_redirects=options.allow_redirects, verify=options.verify)
+        except requests.Timeout:
+            return Outcome("timeout", attempt, reason="timeout")
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader, ValueError) as exc:
+            return Outcome("invalid", attempt, reason=f"invalid request to {url}: {exc}")
+        except (requests.RequestException, OSError) as exc:
+            return Outcome("connection", attempt, reason=_short(exc, url))
+        try:
+            chunks, size = [], 0
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    return Outcome("invalid", attempt, status=response.status_code,
+                                   reason=f"the response of {url} is larger than {MAX_RESPONSE_BYTES} bytes")
+                chunks.append(chunk)
+        except requests.Timeout:
+            return Outcome("timeout", attempt, reason="timeout")
+        except (requests.RequestException, OSError) as exc:
+            return Outcome("connection", attempt, reason=_short(exc, url))
+        finally:
+            response.close()
+        kind = "ok" if 200 <= response.status_code < 300 else "http"
+        return Outcome(kind, attempt, status=response.status_code, reason=_reason_phrase(response),
+                       body=b"".join(chunks), content_type=response.headers.get("Content-Type", ""))
+
+    def close(self) -> None:
+        """Close every session (their pooled connections)."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
