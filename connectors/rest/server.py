@@ -1,14 +1,43 @@
 """Serves the REST connector's WSGI app with waitress (behind a TLS front when SSL is on)."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Any
 
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
 
 from connectors.rest.model import ServerConfig
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own answers (malformed request line or headers, bad framing, oversize head) as JSON.
+
+    waitress answers these itself, before the app sees the request; its default body is plain text.
+    The status is kept (400, 413, 431, 501; a 500 would only come from a waitress bug).
+    """
+
+    def execute(self) -> None:
+        error = self.request.error
+        reason = str(getattr(error, "body", "") or getattr(error, "reason", "bad request")).strip()[:200]
+        code = int(getattr(error, "code", 400))
+        message = f"{getattr(error, 'reason', 'Bad Request')}: {reason}"
+        body = json.dumps({"error": message, "status": code}, ensure_ascii=False).encode("utf-8")
+        self.status = f"{code} {getattr(error, 'reason', 'Bad Request')}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    """A waitress channel whose error answers are JSON like every other answer of the connector."""
+
+    error_task_class = JsonErrorTask
 
 
 class HttpServer:
@@ -42,6 +71,7 @@ class HttpServer:
             clear_untrusted_proxy_headers=True,
             expose_tracebacks=False,
         )
+        self._server.channel_class = JsonErrorChannel
         self.port = int(self._server.effective_port)
         if cfg.ssl:
             from connectors.rest.tls import TlsFront
