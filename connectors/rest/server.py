@@ -34,10 +34,45 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-class JsonErrorChannel(HTTPChannel):
-    """A waitress channel whose error answers are JSON like every other answer of the connector."""
+class GatewayChannel(HTTPChannel):
+    """A waitress channel with JSON error answers that remembers when its unfinished request head began.
+
+    waitress closes a connection only after ``channel_timeout`` seconds with no bytes at all, so a
+    client dripping one byte a second (slowloris) would hold its connection forever; enough of them
+    fill ``connection_limit`` and nobody else is accepted. :func:`drop_slow_heads` cuts them off.
+    """
 
     error_task_class = JsonErrorTask
+    head_started: float | None = None
+
+    def received(self, data: bytes) -> bool:
+        result = super().received(data)
+        pending = self.request
+        if pending is None or pending.headers_finished:
+            self.head_started = None
+        elif self.head_started is None:
+            self.head_started = time.monotonic()
+        return bool(result)
+
+
+def drop_slow_heads(server: Any, head_timeout: float, logger: logging.Logger) -> None:
+    """Make ``server``'s periodic maintenance also close connections whose request head is overdue."""
+    original = server.maintenance
+
+    def maintenance(now: float) -> None:
+        original(now)
+        cutoff = time.monotonic() - head_timeout
+        dropped = 0
+        for channel in list(server.active_channels.values()):
+            started = getattr(channel, "head_started", None)
+            if started is not None and started < cutoff and not channel.will_close:
+                channel.will_close = True
+                dropped += 1
+        if dropped:
+            logger.warning("closed %d connection(s): request head not complete %g s after its first byte "
+                           "(slow or stalled clients)", dropped, head_timeout)
+
+    server.maintenance = maintenance
 
 
 class HttpServer:
@@ -70,8 +105,11 @@ class HttpServer:
             ident="rest-gateway",
             clear_untrusted_proxy_headers=True,
             expose_tracebacks=False,
+            # how often idle connections and overdue request heads are looked for
+            cleanup_interval=max(1, min(cfg.channel_timeout // 2, 30)),
         )
-        self._server.channel_class = JsonErrorChannel
+        self._server.channel_class = GatewayChannel
+        drop_slow_heads(self._server, cfg.channel_timeout, self.log)
         self.port = int(self._server.effective_port)
         if cfg.ssl:
             from connectors.rest.tls import TlsFront
