@@ -35,6 +35,8 @@ KNOWN_DEVICE_TTL = 24 * 3600.0
 MAX_PENDING_RPC_REPLIES = 1000
 DEFAULT_MAX_INFLIGHT = 100
 CONNACK_TIMEOUT = 10.0
+#: CONNACK codes that mean the credentials are wrong (MQTT 5 values; paho maps 3.1.1's 4/5 to 0x86/0x87)
+CREDENTIAL_REFUSALS = frozenset({2, 4, 5, 0x85, 0x86, 0x87, 0x8C})
 
 
 class DownlinkHandler(Protocol):
@@ -216,7 +218,7 @@ class Northbound:
     def _run(self) -> None:
         delay = self.config.min_reconnect_delay
         outage_since: float | None = None
-        outage_logged = False
+        said: set[str] = set()  # what this outage's log already reported: "down" or refusal reasons
         first = True
         while not self._stop.is_set():
             session = MqttSession(self.config, self._on_message, self.log)
@@ -228,18 +230,20 @@ class Northbound:
                 session.close()
                 self._session = None
                 cause = exc.reason if isinstance(exc, ConnectRefused) else (str(exc) or type(exc).__name__)
-                if isinstance(exc, ConnectRefused):
-                    if not outage_logged:
-                        self.log.error("ThingsBoard at %s refused the connection: %s; check the gateway "
-                                       "credentials. Retrying every %.0f s at most",
-                                       self.address, cause, self.config.max_reconnect_delay)
-                elif not outage_logged:
+                if isinstance(exc, ConnectRefused) and cause not in said:
+                    # a refusal is logged even after an "unreachable" warning: it needs the operator
+                    said.add(cause)
+                    check = " check the gateway credentials." if exc.code in CREDENTIAL_REFUSALS else ""
+                    self.log.error("ThingsBoard at %s refused the connection: %s;%s Retrying with backoff "
+                                   "(up to %g s); data is kept in storage", self.address, cause, check,
+                                   self.config.max_reconnect_delay)
+                elif not said:
+                    said.add("down")
                     self.log.warning("ThingsBoard at %s is unreachable: %s; retrying with backoff "
-                                     "(up to %.0f s); data is kept in storage", self.address, cause,
+                                     "(up to %g s); data is kept in storage", self.address, cause,
                                      self.config.max_reconnect_delay)
                 else:
                     self.log.debug("still cannot reach ThingsBoard at %s: %s", self.address, cause)
-                outage_logged = True
                 outage_since = outage_since or time.monotonic()
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.config.max_reconnect_delay)
@@ -255,7 +259,8 @@ class Northbound:
                               time.monotonic() - outage_since)
             else:
                 self.log.info("connected to ThingsBoard at %s (%s)", self.address, proto)
-            first, outage_since, outage_logged = False, None, False
+            first, outage_since = False, None
+            said.clear()
             try:
                 Sender(self, session).run(self._stop, lambda: self._stop_deadline)
             finally:
@@ -265,7 +270,7 @@ class Northbound:
             if session.lost is not None and not self._stop.is_set():
                 self.log.warning("connection to ThingsBoard at %s lost: %s", self.address, session.lost)
                 outage_since = time.monotonic()
-                outage_logged = True
+                said.add("down")
                 self._stop.wait(delay)
 
     def _start_session(self, session: MqttSession) -> None:

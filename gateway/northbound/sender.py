@@ -34,6 +34,7 @@ class Sender:
         self.session = session
         self.inflight: deque[tuple[int | None, Publish]] = deque()
         self.acked: dict[int, int] = {}
+        self.waiting: set[int] = set()  # message ids of our in-flight publishes
         self.last_sent: int | None = None  # last event id published in this session
         self.announced: set[str] = set()
         self.reannounce: deque[tuple[str, str]] = deque(northbound.devices_to_reannounce())
@@ -114,14 +115,25 @@ class Sender:
         nb.count("published")
         if qos > 0:
             self.inflight.append((mid, publish))
+            self.waiting.add(mid)
 
     def _check_alive(self) -> None:
         if self.session.lost is not None:
             raise SessionLost(self.session.lost)
 
+    def _collect(self) -> None:
+        """Take PUBACKs for our in-flight publishes only.
+
+        Others (the getSessionLimits request, late acks of a cleared window) are dropped: kept, they
+        would match a later publish once paho's message ids wrap at 65535 and trim it before its ack.
+        """
+        for mid, reason in self.session.take_acks().items():
+            if mid in self.waiting:
+                self.acked[mid] = reason
+
     def _settle(self) -> None:
         """Consume PUBACKs: pop the acked prefix, dead-letter hopeless rejections, trim storage."""
-        self.acked.update(self.session.take_acks())
+        self._collect()
         inflight, acked = self.inflight, self.acked
         through: int | None = None
         resend = False
@@ -148,6 +160,7 @@ class Sender:
                     self.nb.count("acked")
                     self.retry_delay = self.nb.config.min_reconnect_delay
                 del acked[mid]
+                self.waiting.discard(mid)
             inflight.popleft()
             if publish.through_id is not None:
                 through = publish.through_id
@@ -162,12 +175,13 @@ class Sender:
         """After a retryable rejection: let in-flight settle, back off, then re-send from storage's head."""
         deadline = time.monotonic() + 30
         while self.inflight and self.session.lost is None and time.monotonic() < deadline:
-            self.acked.update(self.session.take_acks())
+            self._collect()
             if all(mid is None or mid in self.acked for mid, _ in self.inflight):
                 break
             self.session.wait(IDLE_WAIT)
         self.inflight.clear()
         self.acked.clear()
+        self.waiting.clear()
         self.last_sent = None
         self.announced.clear()
         stop.wait(self.retry_delay)
