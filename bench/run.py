@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gateway-threads", type=int, default=None, help="REST connector threads (default: its own)")
     parser.add_argument("--gateway-rev", metavar="REV",
                         help="measure the gateway as committed at REV (git archive), not the working tree")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="experiment: run the gateway with sys.setswitchinterval(S) (CPython default 0.005)")
     parser.add_argument("--log-level", default="INFO", help="gateway logLevel")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--profile", metavar="DIR", help="py-spy record each gateway run into DIR")
@@ -74,7 +76,7 @@ def _spy(pid: int, seconds: float, out_dir: str, label: str, cpus: set[int] | No
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, f"{label}.txt")
     return subprocess.Popen([binary, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "200",
-                             "-f", "raw", "-o", out, "--nonblocking"],
+                             "-f", "raw", "-o", out, "--nonblocking", "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
 
@@ -107,7 +109,8 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             server = CeilingServer(workdir, server_cpus, args.ceiling_threads)
         else:
             server = GatewayServer(workdir, server_cpus, system.split("-", 1)[1], broker, scenario.mapping(),
-                                   args.gateway_threads, args.log_level, args.code_root)
+                                   args.gateway_threads, args.log_level, args.code_root,
+                                   args.switch_interval)
         counter = DeliveryCounter(broker.port).start() if server.delivers else None
         try:
             server.start()

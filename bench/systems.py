@@ -186,8 +186,9 @@ class GatewayServer(Server):
 
     def __init__(self, workdir: str, cpus: set[int] | None, storage: str, broker: Mosquitto,
                  mapping: dict[str, Any], threads: int | None, log_level: str = "INFO",
-                 code_root: str = ROOT) -> None:
+                 code_root: str = ROOT, switch_interval: float | None = None) -> None:
         self.name = f"gateway-{storage}"
+        self.switch_interval = switch_interval
         super().__init__(workdir, cpus, code_root)
         rest: dict[str, Any] = {"host": "127.0.0.1", "port": str(self.port), "mapping": [mapping]}
         if threads is not None:
@@ -209,7 +210,13 @@ class GatewayServer(Server):
             yaml.safe_dump(general, fh)
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "gateway", "run", "-c", self.config_path]
+        args = ["run", "-c", self.config_path]
+        if self.switch_interval is None:
+            return [sys.executable, "-m", "gateway", *args]
+        # experiment: the same daemon with another GIL switch interval (a lever measured by the bench)
+        code = (f"import runpy, sys; sys.setswitchinterval({self.switch_interval!r}); "
+                "sys.argv[0] = 'gateway'; runpy.run_module('gateway', run_name='__main__', alter_sys=True)")
+        return [sys.executable, "-c", code, *args]
 
     def ready_path(self) -> str:
         return "/health"
