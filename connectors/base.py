@@ -37,6 +37,26 @@ class Uplink(Protocol):
         """A JSON-ready summary of the gateway (ThingsBoard link, storage) for health endpoints."""
         ...
 
+    def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
+        """The gateway's own client-side RPC to ThingsBoard (``v1/devices/me/rpc/request/{n}``): its answer.
+
+        Raises TimeoutError when no answer arrives within ``timeout`` seconds, ValueError for non-JSON params.
+        """
+        ...
+
+    def claim(self, device: str, secret_key: str, duration_ms: int) -> None:
+        """Send claiming info for ``device`` on ``v1/gateway/claim`` (queued in memory, not confirmed)."""
+        ...
+
+    def request_attributes(self, device: str, client: bool, keys: list[str], timeout: float) -> dict[str, Any] | None:
+        """Fetch ``device``'s client (``client`` True) or shared attributes ``keys`` from ThingsBoard.
+
+        Returns key → value for the keys found, None when ThingsBoard did not answer within ``timeout``
+        seconds. Raises :class:`UplinkUnavailable` when ThingsBoard is not connected, ValueError for
+        an empty device name or key list. Blocks only the calling thread.
+        """
+        ...
+
 
 class Connector(ABC):
     """A connector: started and stopped by the daemon, told about downlink traffic."""

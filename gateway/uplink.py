@@ -44,6 +44,18 @@ class GatewayUplink:
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)
 
+    def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
+        return self.northbound.client_rpc(method, params, timeout)
+
+    def claim(self, device: str, secret_key: str, duration_ms: int) -> None:
+        self.northbound.publish_claim(device, secret_key, duration_ms)
+
+    def request_attributes(self, device: str, client: bool, keys: list[str], timeout: float) -> dict[str, Any] | None:
+        if not self.northbound.connected:
+            raise UplinkUnavailable("ThingsBoard is not connected; attributes cannot be requested now",
+                                    self.retry_after)
+        return self.northbound.request_attributes(device, client, keys, timeout)
+
     def status(self) -> dict[str, Any]:
         try:
             events = self.storage.count()

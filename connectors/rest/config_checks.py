@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from connectors.rest.downlink.attribute_requests import request_methods
 from connectors.rest.downlink.model import EntryError, parse_attribute_update, parse_rpc
 from connectors.rest.model import Mapping, RestConfig
 from connectors.rest.tls_context import TlsConfigError, build_context
@@ -39,23 +40,11 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
             if parse is not None:
                 _check_relay_entry(entry, pointer, parse, config.file, problems)
             elif isinstance(entry.get("endpoint"), str):
-                methods = tuple(entry.get("HTTPMethods") or ("POST",))
+                methods = request_methods(entry)
                 _check_route(entry["endpoint"], methods, pointer, routes, problems)
                 _check_templates([(join(pointer, key), entry[key]) for key in
                                   ("deviceNameExpression", "attributeNameExpression")
                                   if isinstance(entry.get(key), str)], problems)
-    if config.device_api is not None and config.device_api.enabled:
-        _check_device_api_paths(config.device_api.base_path, routes, problems)
-
-
-def _check_device_api_paths(base_path: str, routes: dict[tuple[str, str], str], problems: Problems) -> None:
-    """An endpoint under deviceApi.basePath would shadow (or be shadowed by) a device API route."""
-    reported: set[str] = set()
-    for (endpoint, _method), pointer in routes.items():
-        if (endpoint == base_path or endpoint.startswith(base_path + "/")) and pointer not in reported:
-            reported.add(pointer)
-            problems.error(join(pointer, "endpoint"), f"endpoint {endpoint!r} is under the device API's "
-                           f"basePath {base_path!r}", "another path, or another deviceApi.basePath")
 
 
 def _check_tls(config: RestConfig, pointer: str, problems: Problems) -> None:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import Connector, Uplink
 from connectors.rest.app import create_app
+from connectors.rest.downlink.attribute_requests import AttributeRequestEntry, AttributeRequestHandler
 from connectors.rest.downlink.service import DownlinkService
 from connectors.rest.handler import MappingHandler
 from connectors.rest.model import RestConfig
@@ -30,6 +32,14 @@ class RestConnector(Connector):
             by_method = handlers.setdefault(mapping.endpoint, {})
             for method in mapping.methods:
                 by_method[method] = handler
+        # waiting attribute requests always leave waitress threads free for other requests
+        slots = threading.BoundedSemaphore(max(1, config.server.threads - 2))
+        for raw in config.attribute_requests:
+            entry = AttributeRequestEntry.from_dict(raw)
+            request_handler = AttributeRequestHandler(entry, uplink, slots, self.log)
+            by_method = handlers.setdefault(entry.endpoint, {})
+            for method in entry.methods:
+                by_method[method] = request_handler  # type: ignore[assignment]
         self.app = create_app(handlers, config.server.max_body_bytes, self._status, self.log)
         self.server = HttpServer(self.app, config.server, self.log)
         self.downlink = DownlinkService(config, uplink, self.own_address, self.log)

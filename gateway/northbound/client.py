@@ -15,6 +15,7 @@ from gateway.northbound.inbound import (
     SUBSCRIPTIONS,
     TOPIC_OWN_RPC_REQUEST,
     TOPIC_OWN_RPC_RESPONSE,
+    AttributeResponse,
     AttributeUpdate,
     EchoFilter,
     Malformed,
@@ -23,7 +24,14 @@ from gateway.northbound.inbound import (
     parse_inbound,
 )
 from gateway.northbound.limits import RateLimiter, SessionLimits, parse_session_limits
-from gateway.northbound.packing import DeadLetter, Packer, Publish, rpc_reply_publish
+from gateway.northbound.packing import (
+    DeadLetter,
+    Packer,
+    Publish,
+    attribute_request_publish,
+    encode,
+    rpc_reply_publish,
+)
 from gateway.northbound.sender import Sender
 from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
 from gateway.storage.base import EventStorage
@@ -37,6 +45,17 @@ DEFAULT_MAX_INFLIGHT = 100
 CONNACK_TIMEOUT = 10.0
 #: CONNACK codes that mean the credentials are wrong (MQTT 5 values; paho maps 3.1.1's 4/5 to 0x86/0x87)
 CREDENTIAL_REFUSALS = frozenset({2, 4, 5, 0x85, 0x86, 0x87, 0x8C})
+TOPIC_CLAIM = "v1/gateway/claim"
+
+
+class _OwnCall:
+    """One of the gateway's own client-side RPCs waiting for ThingsBoard's answer."""
+
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: Any = None
 
 
 class DownlinkHandler(Protocol):
@@ -71,6 +90,9 @@ class Northbound:
         self._rpc_out: deque[Publish] = deque()
         self._echo = EchoFilter()
         self._limits_ids: set[int] = set()
+        self._own_calls: dict[int, _OwnCall] = {}
+        self._attribute_calls: dict[int, _OwnCall] = {}
+        self._next_attribute_request_id = 0
         self._next_request_id = 0
         self.pending_limits: SessionLimits | None = None
         self.session_limits: SessionLimits | None = None
@@ -116,7 +138,71 @@ class Northbound:
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         """Queue a reply to a server-side RPC (sent at ``config.qos``); raises ValueError if malformed."""
-        publish = rpc_reply_publish(device, request_id, data)
+        self._queue_out(rpc_reply_publish(device, request_id, data))
+
+    def publish_claim(self, device: str, secret_key: str, duration_ms: int) -> None:
+        """Queue claiming info for ``device`` on ``v1/gateway/claim`` (not stored; sent like RPC replies)."""
+        if not device.strip():
+            raise ValueError("device name must be a non-empty string")
+        self._queue_out(Publish(TOPIC_CLAIM, encode({device: {"secretKey": secret_key,
+                                                              "durationMs": duration_ms}})))
+
+    def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
+        """Send the gateway's own client-side RPC and wait up to ``timeout`` s for ThingsBoard's answer.
+
+        Raises TimeoutError (the request is withdrawn if not sent yet) or ValueError for non-JSON params.
+        """
+        payload = encode({"method": method, "params": params})
+        call = _OwnCall()
+        with self._lock:
+            request_id = self._new_request_id()
+            self._own_calls[request_id] = call
+        publish = Publish(TOPIC_OWN_RPC_REQUEST.format(request_id), payload)
+        self._queue_out(publish)
+        try:
+            if not call.done.wait(timeout):
+                raise TimeoutError(f"no answer to client-side RPC {method!r} within {timeout:g} s")
+            return call.answer
+        finally:
+            with self._lock:
+                self._own_calls.pop(request_id, None)
+                if publish in self._rpc_out:
+                    self._rpc_out.remove(publish)
+
+    def request_attributes(self, device: str, client: bool, keys: list[str], timeout: float) -> dict[str, Any] | None:
+        """Ask ThingsBoard for ``device``'s client (``client``) or shared attributes ``keys``; wait ``timeout`` s.
+
+        Returns the values found (absent keys are left out), or None when no answer came in time.
+        Raises ValueError for an empty device name or key list. Waiting holds only the caller's thread.
+        """
+        call = _OwnCall()
+        with self._lock:
+            self._next_attribute_request_id += 1
+            request_id = self._next_attribute_request_id
+        publish = attribute_request_publish(request_id, device, client, keys)
+        with self._lock:
+            self._attribute_calls[request_id] = call
+        self._queue_out(publish)
+        try:
+            if not call.done.wait(timeout):
+                return None
+        finally:
+            with self._lock:
+                self._attribute_calls.pop(request_id, None)
+                if publish in self._rpc_out:
+                    self._rpc_out.remove(publish)
+        values = dict(call.answer or {})
+        if len(keys) == 1:  # ThingsBoard answers one requested key as "value", without its name
+            return {keys[0]: values["value"]} if "value" in values else {}
+        return values
+
+    def _new_request_id(self) -> int:
+        """The next id for ``v1/devices/me/rpc/request/{n}``; call with ``_lock`` held."""
+        self._next_request_id += 1
+        return self._next_request_id
+
+    def _queue_out(self, publish: Publish) -> None:
+        """Queue a publish the sender sends before stored events (bounded; the oldest is dropped)."""
         with self._lock:
             if len(self._rpc_out) >= MAX_PENDING_RPC_REPLIES:
                 self._rpc_out.popleft()
@@ -276,9 +362,9 @@ class Northbound:
     def _start_session(self, session: MqttSession) -> None:
         """Subscribe to the downlink topics and ask ThingsBoard for its limits (answer not awaited)."""
         session.subscribe(list(SUBSCRIPTIONS) + [TOPIC_OWN_RPC_RESPONSE])
-        self._next_request_id += 1
-        request_id = self._next_request_id
-        self._limits_ids.add(request_id)
+        with self._lock:
+            request_id = self._new_request_id()
+            self._limits_ids.add(request_id)
         request = json.dumps({"method": "getSessionLimits", "params": {"timeout": 5000}},
                              separators=(",", ":")).encode()
         session.publish(TOPIC_OWN_RPC_REQUEST.format(request_id), request, qos=1)
@@ -297,11 +383,25 @@ class Northbound:
             self.log.debug("ignored a malformed message on %s: %s", topic, exc)
             return
         if isinstance(event, OwnRpcResponse):
-            if event.request_id in self._limits_ids:
+            with self._lock:
+                call = self._own_calls.pop(event.request_id, None)
+            if call is not None:
+                call.answer = event.data
+                call.done.set()
+            elif event.request_id in self._limits_ids:
                 try:
                     self.pending_limits = parse_session_limits(event.data)
                 except ValueError as exc:
                     self.log.warning("ThingsBoard's getSessionLimits answer is unusable: %s", exc)
+            return
+        if isinstance(event, AttributeResponse):
+            with self._lock:
+                waiting = self._attribute_calls.pop(event.request_id, None)
+            if waiting is None:
+                self.log.debug("ignored an attribute response nobody waits for (id %s)", event.request_id)
+            else:
+                waiting.answer = event.values
+                waiting.done.set()
             return
         handler = self._handler
         if handler is None:

@@ -10,6 +10,7 @@ TOPIC_CONNECT = "v1/gateway/connect"
 TOPIC_TELEMETRY = "v1/gateway/telemetry"
 TOPIC_ATTRIBUTES = "v1/gateway/attributes"
 TOPIC_RPC = "v1/gateway/rpc"
+TOPIC_ATTRIBUTES_REQUEST = "v1/gateway/attributes/request"
 
 #: bytes of an MQTT PUBLISH besides topic and payload: fixed header (1 + up to 4 length bytes),
 #: topic length (2), packet id (2), MQTT 5 properties length (up to 4); plus a safety margin
@@ -138,6 +139,16 @@ def validate_message(topic: str, message: Any) -> None:
             raise ValueError("rpc reply id must be an integer")
         if "data" not in message:
             raise ValueError("rpc reply needs data")
+    elif topic == TOPIC_ATTRIBUTES_REQUEST:  # ThingsBoard disconnects on a missing id/device/client/key(s)
+        if not isinstance(message, dict):
+            raise ValueError("attribute request must be an object")
+        _check_name(message.get("device"))
+        if not _is_int(message.get("id")) or not isinstance(message.get("client"), bool):
+            raise ValueError("attribute request needs id: int and client: bool")
+        keys = message.get("keys", [message.get("key")])
+        if ("key" in message) == ("keys" in message) or not isinstance(keys, list) or not keys or not all(
+                isinstance(k, str) and k for k in keys):
+            raise ValueError("attribute request needs exactly one of key (a name) or keys (names)")
     else:
         raise ValueError(f"unknown gateway topic {topic!r}")
 
@@ -147,6 +158,17 @@ def connect_publish(device: str, device_type: str) -> Publish:
     message = {"device": device, "type": device_type}
     validate_message(TOPIC_CONNECT, message)
     return Publish(TOPIC_CONNECT, encode(message))
+
+
+def attribute_request_publish(request_id: int, device: str, client: bool, keys: Sequence[str]) -> Publish:
+    """``v1/gateway/attributes/request`` for one scope: ``key`` for one name, ``keys`` for several."""
+    message: dict[str, Any] = {"id": request_id, "device": device, "client": client}
+    if len(keys) == 1:
+        message["key"] = keys[0]
+    else:
+        message["keys"] = list(keys)
+    validate_message(TOPIC_ATTRIBUTES_REQUEST, message)
+    return Publish(TOPIC_ATTRIBUTES_REQUEST, encode(message))
 
 
 def rpc_reply_publish(device: str, request_id: int, data: Any) -> Publish:
