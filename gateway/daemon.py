@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ def config_secrets(loaded: LoadedConfig) -> Iterator[str]:
             security = entry.get("security") or {}
             if isinstance(security, dict) and isinstance(security.get("password"), str):
                 yield security["password"]
+        if rest.device_api is not None:
+            yield from rest.device_api.secrets()
 
 
 class Daemon:
@@ -45,9 +48,13 @@ class Daemon:
                                      dead_letter_path=dead_letter, read_batch=cfg.storage.read_batch)
         self.uplink = GatewayUplink(self.storage, self.northbound)
         extension_paths = [*cfg.extension_paths, BUNDLED_EXTENSIONS]
+        # provisioned devices of the device API live beside the event storage (device-api.db)
+        state_dir = os.path.dirname(os.path.abspath(cfg.storage.data_file_path))
         self.connectors: list[Connector] = [
             RestConnector(entry.name, rest, self.uplink, extension_paths,
-                          logging.getLogger(f"connectors.rest.{entry.name}"))
+                          logging.getLogger(f"connectors.rest.{entry.name}"),
+                          state_dir=state_dir if len(loaded.connectors) == 1 else
+                          os.path.join(state_dir, re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name)))
             for entry, rest in loaded.connectors
         ]
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))

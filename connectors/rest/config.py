@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.rest.config_checks import check_rest_config
+from connectors.rest.device_api.config import read_device_api
 from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, Security, ServerConfig
 from converters.config import ConverterConfig, ConverterConfigError
 from gateway.config.document import Problems, read_document, resolve_path
@@ -73,10 +74,11 @@ def rest_config_from_data(data: Any, file: str, problems: Problems,
                               "it under \"requestsMapping\"")
     sections = {name: tuple(_downlink(e) for e in _list(downlinks.get(name)) if isinstance(e, dict))
                 for name in DOWNLINK_SECTIONS}
+    device_api = read_device_api(data.get("deviceApi"), file, "/deviceApi", problems)
     config = RestConfig(file=file, format=fmt, server=server, mappings=mappings,
                         attribute_updates=sections["attributeUpdates"],
                         server_side_rpc=sections["serverSideRpc"],
-                        attribute_requests=sections["attributeRequests"])
+                        attribute_requests=sections["attributeRequests"], device_api=device_api)
     check_rest_config(config, server_ptr, down_ptr, problems, extension_paths)
     return None if problems.errors else config
 

@@ -45,6 +45,18 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
                 _check_templates([(join(pointer, key), entry[key]) for key in
                                   ("deviceNameExpression", "attributeNameExpression")
                                   if isinstance(entry.get(key), str)], problems)
+    if config.device_api is not None and config.device_api.enabled:
+        _check_device_api_paths(config.device_api.base_path, routes, problems)
+
+
+def _check_device_api_paths(base_path: str, routes: dict[tuple[str, str], str], problems: Problems) -> None:
+    """An endpoint under deviceApi.basePath would shadow (or be shadowed by) a device API route."""
+    reported: set[str] = set()
+    for (endpoint, _method), pointer in routes.items():
+        if (endpoint == base_path or endpoint.startswith(base_path + "/")) and pointer not in reported:
+            reported.add(pointer)
+            problems.error(join(pointer, "endpoint"), f"endpoint {endpoint!r} is under the device API's "
+                           f"basePath {base_path!r}", "another path, or another deviceApi.basePath")
 
 
 def _check_tls(config: RestConfig, pointer: str, problems: Problems) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from connectors.base import Connector, Uplink
 from connectors.rest.app import create_app
+from connectors.rest.device_api.service import DeviceApi
+from connectors.rest.device_api.views import register_device_api
 from connectors.rest.downlink.attribute_requests import AttributeRequestEntry, AttributeRequestHandler
 from connectors.rest.downlink.service import DownlinkService
 from connectors.rest.handler import MappingHandler
@@ -22,7 +25,8 @@ class RestConnector(Connector):
     type_name = "rest"
 
     def __init__(self, name: str, config: RestConfig, uplink: Uplink,
-                 extension_paths: Sequence[str] = (), logger: logging.Logger | None = None) -> None:
+                 extension_paths: Sequence[str] = (), logger: logging.Logger | None = None,
+                 state_dir: str | None = None) -> None:
         super().__init__(name, config, uplink)
         self.log = logger or logging.getLogger(f"connectors.rest.{name}")
         handlers: dict[str, dict[str, MappingHandler]] = {}
@@ -41,7 +45,15 @@ class RestConnector(Connector):
             for method in entry.methods:
                 by_method[method] = request_handler  # type: ignore[assignment]
         self.app = create_app(handlers, config.server.max_body_bytes, self._status, self.log)
-        self.server = HttpServer(self.app, config.server, self.log)
+        server_config = config.server
+        self.device_api: DeviceApi | None = None
+        if config.device_api is not None and config.device_api.enabled:
+            self.device_api = DeviceApi(config.device_api, uplink, state_dir, self.log)
+            register_device_api(self.app, self.device_api)
+            # a waiting long poll holds a waitress thread: one more thread per allowed poll
+            server_config = replace(server_config,
+                                    threads=server_config.threads + config.device_api.max_concurrent_polls)
+        self.server = HttpServer(self.app, server_config, self.log)
         self.downlink = DownlinkService(config, uplink, self.own_address, self.log)
 
     def own_address(self) -> str:
@@ -65,14 +77,23 @@ class RestConnector(Connector):
 
     def stop(self) -> None:
         self.downlink.stop()  # first: queued relays may post back into this connector's own server
+        if self.device_api is not None:
+            self.device_api.release_polls()  # waiting polls answer 503 now instead of holding the stop
         self.server.stop()
+        if self.device_api is not None:
+            self.device_api.close()
 
     def on_attribute_update(self, device: str, data: dict[str, Any]) -> None:
         self.downlink.on_attribute_update(device, data)
+        if self.device_api is not None:
+            self.device_api.on_attribute_update(device, data)
 
     def on_rpc(self, device: str, request_id: int, method: str, params: Any) -> bool:
-        return self.downlink.on_rpc(device, request_id, method, params)
+        if self.downlink.on_rpc(device, request_id, method, params):
+            return True  # a serverSideRpc entry matches: it wins over the device's RPC poll
+        return self.device_api is not None and self.device_api.on_rpc(device, request_id, method, params)
 
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type_name, "port": self.server.port,
-                "endpoints": len(self.config.mappings), "downlink": self.downlink.stats()}
+                "endpoints": len(self.config.mappings), "downlink": self.downlink.stats(),
+                **({"device_api": self.device_api.stats()} if self.device_api is not None else {})}

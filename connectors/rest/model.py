@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.rest.device_api.model import DeviceApiConfig
 from converters.config import ConverterConfig
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -61,3 +62,4 @@ class RestConfig:
     attribute_updates: tuple[dict[str, Any], ...] = ()
     server_side_rpc: tuple[dict[str, Any], ...] = ()
     attribute_requests: tuple[dict[str, Any], ...] = ()
+    device_api: DeviceApiConfig | None = None  # the optional ThingsBoard HTTP device API (deviceApi)

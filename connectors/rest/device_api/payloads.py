@@ -1,0 +1,129 @@
+"""Pure parsing of device API bodies and parameters (ThingsBoard's rules), free of Flask and I/O."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from connectors.rest.device_api.lenient_json import LenientError, parse_lenient
+from converters.model import ConvertedData
+
+
+class BadPayload(ValueError):
+    """The body or a parameter is not what the endpoint takes; answered 400 with this message."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadPayload(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; BadPayload for an empty body, bad UTF-8 or bad JSON (NaN/Infinity included)."""
+    if not body.strip():
+        raise BadPayload("the request body is empty; a JSON document is required")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadPayload(f"the body is not UTF-8: {exc}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadPayload("the JSON document is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        strict_error = exc
+    try:  # ThingsBoard (Gson) reads JSON leniently; so do we, after a strict attempt
+        return parse_lenient(text)
+    except LenientError:
+        raise BadPayload(f"the body is not valid JSON: {strict_error}") from None
+
+
+def _values(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """Keys with their values as sent; JSON null is skipped (as ThingsBoard does)."""
+    for key in obj:
+        if not key:
+            raise BadPayload(f"{where}an empty key")
+    return {key: value for key, value in obj.items() if value is not None}
+
+
+def _ts(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise BadPayload(f"{where}\"ts\" is not a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise BadPayload(f"{where}\"ts\" must be milliseconds since the epoch (an integer), not {value!r}")
+
+
+def telemetry_data(body: bytes, device: str, device_type: str, now_ms: int | None = None) -> ConvertedData:
+    """A telemetry body in any of ThingsBoard's shapes: an object (server time), ``{"ts", "values"}``,
+    or an array of either. The ts form needs both keys; values keep the type they were sent with."""
+    document = parse_json(body)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    data = ConvertedData(device, device_type)
+    items = document if isinstance(document, list) else [document]
+    many = isinstance(document, list)
+    for index, item in enumerate(items):
+        where = f"item [{index}]: " if many else ""
+        if not isinstance(item, dict):
+            raise BadPayload(f"{where}telemetry must be a JSON object, {{\"ts\": ms, \"values\": {{...}}}}, "
+                             f"or an array of them; got {type(item).__name__}")
+        if "ts" in item and "values" in item:
+            values = item["values"]
+            if not isinstance(values, dict):
+                raise BadPayload(f"{where}\"values\" must be a JSON object")
+            data.add_telemetry(_values(values, where), _ts(item["ts"], where))
+        else:
+            data.add_telemetry(_values(item, where), now)
+    return data
+
+
+def attributes_data(body: bytes, device: str, device_type: str) -> ConvertedData:
+    """Client-side attributes: the body must be a JSON object."""
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise BadPayload(f"attributes must be a JSON object, got {type(document).__name__}")
+    return ConvertedData(device, device_type, attributes=_values(document, ""))
+
+
+def poll_timeout_ms(raw: str | None, maximum: int, default: int) -> int:
+    """A long poll's ``timeout`` parameter: absent or 0 means the default; capped at ``maximum``."""
+    if raw is None or raw.strip() == "":
+        return min(default, maximum)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadPayload(f"timeout must be an integer number of milliseconds, not {raw!r}") from None
+    if value < 0:
+        raise BadPayload("timeout must not be negative")
+    return min(value or default, maximum)
+
+
+def key_list(raw: str | None) -> list[str]:
+    """``a,b,,c`` → ``["a", "b", "c"]`` (blanks dropped, order kept, duplicates removed)."""
+    if not raw:
+        return []
+    return list(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
+
+
+def reply_data(body: bytes) -> Any:
+    """An RPC reply body: its JSON when it is JSON, else its text (ThingsBoard stores it raw)."""
+    text = body.decode("utf-8", errors="replace")
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return text
+
+
+def optional_object(body: bytes, what: str) -> dict[str, Any]:
+    """A body that may be empty (``{}``) or a JSON object."""
+    if not body.strip():
+        return {}
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise BadPayload(f"{what} must be a JSON object")
+    return document
