@@ -63,6 +63,8 @@ def _load(payload: bytes) -> Any:
         return json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Malformed(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise Malformed("JSON nested too deeply") from None
 
 
 def _device(message: dict[str, Any]) -> str:
