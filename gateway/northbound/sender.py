@@ -174,7 +174,8 @@ class Sender:
     def _resend(self, stop: threading.Event) -> None:
         """After a retryable rejection: let in-flight settle, back off, then re-send from storage's head."""
         deadline = time.monotonic() + 30
-        while self.inflight and self.session.lost is None and time.monotonic() < deadline:
+        while (self.inflight and self.session.lost is None and not stop.is_set()
+               and time.monotonic() < deadline):
             self._collect()
             if all(mid is None or mid in self.acked for mid, _ in self.inflight):
                 break

@@ -13,7 +13,8 @@ from gateway.config.model import StorageConfig, ThingsBoardConfig
 from gateway.northbound import Northbound
 from gateway.storage.base import EventStorage
 from gateway.storage.factory import create_storage
-from tests.fixtures.fake_broker import DROP, AckThenDrop, FakeBroker, Packet, decode_varint, encode_varint
+from tests.fixtures.fake_broker import DROP, AckThenDrop, FakeBroker, Packet
+from tests.fixtures.mqtt_codec import decode_varint, encode_varint
 
 TOKEN = "wire-test-token-7c1d"
 TELEMETRY = "v1/gateway/telemetry"
@@ -376,3 +377,19 @@ def test_a_stale_puback_never_acknowledges_a_later_publish(storage: EventStorage
     broker.drop_all()
     wait(lambda: storage.count() == 0, what="re-send after the reconnect")
     assert telemetry_values(broker, "v") == [1, 1]
+
+
+def test_stop_during_a_retry_wait_is_prompt(storage: EventStorage, fake_broker: Any, link: Any,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: after a retryable rejection the sender waited up to 30 s for the other in-flight
+    PUBACKs without looking at stop(), so stop() gave up joining it and its thread leaked."""
+    broker = fake_broker(puback=lambda p: 0x97 if p.topic == TELEMETRY and p.index == 3 else
+                         None if p.topic == TELEMETRY else 0)
+    # a 200-byte packet limit puts each event in its own publish: one rejected, one never acked
+    storage.put([record("D", n, {"n": n, "pad": "x" * 50}) for n in (1, 2)])
+    nb = link(broker, storage, max_payload_bytes=200)
+    assert broker.wait_for(lambda: len([p for p in broker.packets if p.topic == TELEMETRY]) == 2)
+    wait(lambda: nb.stats()["rejected"] == 1, what="the rejection")
+    nb.stop(0.5)
+    assert not any("did not stop" in r.getMessage() for r in caplog.records)
+    assert not nb.connected and storage.count() == 2
