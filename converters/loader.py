@@ -1,16 +1,14 @@
 """Finds and builds a mapping's converter: the built-in json converter or a custom class, once, at load.
 
-Search order for ``"extension": "<name>"``:
+Search order for ``"extension": "<name>"``: each folder of ``search_paths`` in order (the daemon
+passes the configured extension folders, then the bundled ``extensions/`` folder); within each
+folder its ``rest/`` subfolder first, then the folder itself. A plain name is looked for in the
+``*.py`` files there that mention it; a dotted name ``file.Class`` (or ``sub.file.Class``) names
+the file.
 
-1. A dotted name (``my_pkg.my_module.MyConverter``) is first imported as a Python module path
-   (``my_pkg.my_module``, from ``sys.path``) and the class taken from it.
-2. Then each folder of ``search_paths`` in order (the daemon passes the configured extension
-   folders, then the bundled ``extensions/`` folder); within each folder its ``rest/``
-   subfolder first, then the folder itself. A plain name is looked for in the ``*.py`` files
-   there that mention it; a dotted name ``file.Class`` (or ``sub.file.Class``) names the file.
-
-Nothing outside those places is searched, so custom code loads only from the configured
-extension directories. Each file is imported at most once per process (a failed import is
+Nothing outside those places is searched or imported -- not ``sys.path`` either -- so custom code
+loads only from the configured extension directories (a file there may import an installed
+package). Each file is imported at most once per process (a failed import is
 remembered too), never once per lookup. The class must subclass
 :class:`~converters.base.Converter` or at least have a callable ``convert``; it is instantiated
 once with ``(raw_config, logger)``, or ``(raw_config)`` when its constructor takes one argument.
@@ -18,7 +16,6 @@ once with ``(raw_config, logger)``, or ``(raw_config)`` when its constructor tak
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import inspect
 import logging
@@ -81,18 +78,6 @@ def _mentions(path: Path, word: str) -> bool:
     return re.search(rf"\b{re.escape(word)}\b", text) is not None
 
 
-def _import_dotted(module_name: str) -> ModuleType | BaseException | None:
-    """Import a module path; None when the module itself does not exist (so folders are tried)."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            return None
-        return exc
-    except Exception as exc:  # noqa: BLE001
-        return exc
-
-
 def _folders(search_paths: Sequence[str]) -> list[Path]:
     places: list[Path] = []
     for folder in search_paths:
@@ -123,14 +108,6 @@ def find_converter_class(name: str, search_paths: Sequence[str]) -> type:
     searched: list[str] = []
     failures: list[str] = []
     module_part, _, class_name = name.rpartition(".")
-    if module_part:
-        module = _import_dotted(module_part)
-        searched.append(f"module {module_part}")
-        if isinstance(module, ModuleType):
-            if hasattr(module, class_name):
-                return _check_class(getattr(module, class_name), class_name, f"module {module_part}")
-        elif module is not None:
-            failures.append(f"module {module_part}: {type(module).__name__}: {module}")
     for folder in _folders(search_paths):
         if module_part:
             files = [folder.joinpath(*module_part.split(".")).with_suffix(".py")]

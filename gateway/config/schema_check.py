@@ -62,8 +62,18 @@ def check_schema(data: Any, schema: dict, problems: Problems, base: str = "") ->
         else:
             ok = False
             message, expected = describe(error)
+            if _is_credential(error.absolute_path):
+                message = "is not valid (the value is not shown: it is a credential)"
             problems.error(pointer, message, expected)
     return ok
+
+
+_CREDENTIAL_WORDS = ("password", "token", "secret")
+
+
+def _is_credential(path: Any) -> bool:
+    """Whether a value at ``path`` is a credential, whose text must never be printed."""
+    return any(isinstance(p, str) and any(w in p.lower() for w in _CREDENTIAL_WORDS) for p in path)
 
 
 def _unknown_keys(error: ValidationError, pointer: str, problems: Problems) -> None:

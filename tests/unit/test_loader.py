@@ -101,11 +101,12 @@ def test_earlier_search_path_wins(tmp_path: Path) -> None:
     assert cls.where == "first"
 
 
-def test_dotted_name_is_imported_as_a_module_path() -> None:
-    cls = find_converter_class("extensions.custom_converter.CustomConverter", [])
-    from extensions.custom_converter import CustomConverter
-
-    assert cls is CustomConverter
+def test_dotted_name_is_not_imported_from_sys_path() -> None:
+    # custom code loads only from the extension folders (issue #4); the repo root is on sys.path
+    with pytest.raises(ConverterLoadError, match="not found"):
+        find_converter_class("extensions.custom_converter.CustomConverter", [])
+    cls = find_converter_class("custom_converter.CustomConverter", [REPO_EXTENSIONS])
+    assert cls.__name__ == "CustomConverter"
 
 
 def test_dotted_name_can_name_a_file_in_an_extension_folder(tmp_path: Path) -> None:
