@@ -1,0 +1,192 @@
+"""Runs the fault and fuzz tests once and writes their figures to docs/reliability.md (a generated table)."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Fault tests whose figures go into the table, with the fault each one injects.
+FAULTS: dict[str, str] = {
+    "test_broker_outage_while_devices_post": "Broker stopped while 4 clients post, then restarted",
+    "test_sigkill_after_200s_then_restart":
+        "Daemon killed with SIGKILL after its 200s, started again on the same storage",
+    "test_wrong_credentials_are_reported_once_data_is_kept_and_delivered_after_the_fix":
+        "ThingsBoard refuses the credentials; fixed, then restarted",
+    "test_full_storage_answers_503_and_recovers": "Storage full (small limit): 503 + Retry-After, then drained",
+    "test_unwritable_storage_refuses_to_start_with_a_clear_error": "Database unwritable",
+    "test_target_timeout_replies_408": "Downlink HTTP target hangs",
+    "test_target_500_replies_error": "Downlink HTTP target answers 500",
+    "test_slow_target_for_device_a_does_not_delay_device_b": "One slow downlink target, others go on",
+    "test_two_hundred_slow_clients_do_not_starve_normal_ones": "200 slowloris connections (1 byte/s)",
+    "test_slow_heads_are_dropped_so_a_full_connection_table_frees_up": "Slow clients fill the connection limit",
+}
+FAULT_TESTS = ["tests/e2e/test_durability.py", "tests/e2e/test_credentials.py", "tests/e2e/test_https_and_limits.py",
+               "tests/e2e/test_downlink.py", "tests/e2e/test_slow_clients.py"]
+FUZZ_TESTS = ["tests/fuzz"]
+
+_NODE = re.compile(r"^(tests/\S+?\.py::[^\s]+)")
+_RESULT = re.compile(r"\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+_COUNTS = re.compile(r"(?:sent/)?acknowledged=(\d+)\s+delivered=(\d+)\s+duplicates=(\d+)")
+
+
+@dataclass
+class FaultRun:
+    """One fault test as seen in the pytest output."""
+
+    node: str
+    result: str = "?"
+    counts: list[tuple[int, int, int]] = field(default_factory=list)  # (acknowledged, delivered, duplicates)
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_fault_output(text: str) -> list[FaultRun]:
+    """Test ids, results and printed ``acknowledged= delivered= duplicates=`` lines of a ``-s -v`` run."""
+    runs: list[FaultRun] = []
+    current: FaultRun | None = None
+    for line in text.splitlines():
+        node = _NODE.match(line)
+        if node:
+            current = FaultRun(node.group(1))
+            runs.append(current)
+            line = line[node.end():]
+        if current is None:
+            continue
+        for match in _COUNTS.finditer(line):
+            current.counts.append(tuple(int(g) for g in match.groups()))  # type: ignore[arg-type]
+        if line.strip().startswith("slow clients:"):
+            current.notes.append(line.strip()[len("slow clients:"):].strip())
+        result = _RESULT.search(line)
+        if result and current.result == "?":
+            current.result = result.group(1)
+    return runs
+
+
+def run_pytest(paths: list[str], figures: str, soak: bool, extra: list[str]) -> tuple[int, str]:
+    env = dict(os.environ, RGW_FIGURES_FILE=figures, PYTHONPATH=ROOT)
+    if soak:
+        env["RGW_SOAK"] = "1"
+    command = [sys.executable, "-m", "pytest", "-s", "-v", "-p", "no:cacheprovider", "-p", "no:warnings",
+               *extra, *paths]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    return done.returncode, done.stdout + done.stderr
+
+
+def fault_table(runs: list[FaultRun]) -> list[str]:
+    lines = ["| Fault | Test | Result | Acknowledged (200) | Delivered | Lost | Duplicated |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for run in runs:
+        name = run.node.split("::", 1)[1]
+        base = name.split("[", 1)[0]
+        if base not in FAULTS:
+            continue
+        fault = FAULTS[base]
+        if run.counts:
+            acked = sum(c[0] for c in run.counts)
+            delivered = sum(c[1] for c in run.counts)
+            duplicates = sum(c[2] for c in run.counts)
+            # the tests assert delivered ⊇ acknowledged, so a PASSED run lost nothing
+            lost = "0" if run.result == "PASSED" else "see test output"
+            figures = f"{acked} | {delivered} | {lost} | {duplicates}"
+        else:
+            figures = "– | – | " + ("0" if run.result == "PASSED" else "?") + " | –"
+        if run.notes:
+            fault += f" ({'; '.join(run.notes)})"
+        lines.append(f"| {fault} | `{name}` | {run.result} | {figures} |")
+    return lines
+
+
+def fuzz_table(figures_file: str) -> list[str]:
+    merged: dict[str, dict[str, int]] = {}
+    if os.path.exists(figures_file):
+        with open(figures_file, encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                if record.get("kind") != "fuzz":
+                    continue
+                target = merged.setdefault(record["target"], {})
+                for outcome, count in record["outcomes"].items():
+                    target[outcome] = target.get(outcome, 0) + count
+    lines = ["| Target | Cases | Outcomes |", "|---|---:|---|"]
+    for target, outcomes in merged.items():
+        total = sum(outcomes.values())
+        ordered = sorted(outcomes.items(), key=lambda kv: (not kv[0].isdigit(), kv[0]))
+        text = ", ".join(f"{k}: {v}" for k, v in ordered)
+        lines.append(f"| {target} | {total} | {text} |")
+    return lines
+
+
+def commit_id() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def render(fault_runs: list[FaultRun], fault_rc: int, fuzz_rc: int, figures_file: str, soak: bool,
+           seconds: float) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mode = "soak (RGW_SOAK=1)" if soak else "CI settings"
+    status = ("all passed" if fault_rc == 0 and fuzz_rc == 0
+              else f"FAILURES (fault tests rc={fault_rc}, fuzz rc={fuzz_rc})")
+    out = [
+        "# Reliability figures",
+        "",
+        "Generated by `python bench/reliability_table.py` from one real run of the fault and fuzz tests"
+        f" — do not edit by hand. Run: {when}, commit `{commit_id()}`, {os.cpu_count()} CPUs, {mode},"
+        f" {seconds:.0f} s, {status}.",
+        "",
+        "## Faults",
+        "",
+        "Every fault test runs the daemon as a real process against a real broker, with a real",
+        "subscriber counting what ThingsBoard would receive. *Acknowledged* is the number of requests",
+        "answered 200; *delivered* the distinct messages the subscriber saw; *lost* = acknowledged but",
+        "never delivered (each test fails unless it is 0); *duplicated* = deliveries beyond the first",
+        "(at-least-once allows them, within the window of unacknowledged publishes). A dash means the",
+        "test checks the behaviour but does not print counts.",
+        "",
+        *fault_table(fault_runs),
+        "",
+        "## Bad input (fuzzing)",
+        "",
+        "Cases tried per target and the outcomes seen (HTTP status; `closed` = an incomplete request",
+        "closed without an answer, which is only allowed for requests that never finished). No case",
+        "may give a 500, kill the daemon, or answer without a JSON `{\"error\", \"status\"}` body.",
+        "",
+        *fuzz_table(figures_file),
+        "",
+        "Reproduce: `python bench/reliability_table.py` (CI-sized, a few minutes) or",
+        "`python bench/reliability_table.py --soak` (20x the fuzz cases).",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", default=os.path.join(ROOT, "docs", "reliability.md"))
+    parser.add_argument("--soak", action="store_true", help="longer runs (sets RGW_SOAK=1)")
+    parser.add_argument("--pytest-arg", action="append", default=[], help="extra argument for pytest")
+    args = parser.parse_args(argv)
+    start = datetime.datetime.now()
+    with tempfile.TemporaryDirectory(prefix="rgw-figures-") as folder:
+        figures = os.path.join(folder, "figures.jsonl")
+        fault_rc, fault_text = run_pytest(FAULT_TESTS, figures, args.soak, args.pytest_arg)
+        fuzz_rc, fuzz_text = run_pytest(FUZZ_TESTS, figures, args.soak, args.pytest_arg)
+        seconds = (datetime.datetime.now() - start).total_seconds()
+        text = render(parse_fault_output(fault_text), fault_rc, fuzz_rc, figures, args.soak, seconds)
+    with open(args.output, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(text)
+    if fault_rc or fuzz_rc:
+        print(fault_text[-4000:] if fault_rc else fuzz_text[-4000:], file=sys.stderr)
+    return 1 if fault_rc or fuzz_rc else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
