@@ -1,4 +1,4 @@
-"""SQLite event storage: a durable FIFO where one writer thread group-commits concurrent puts."""
+"""SQLite event storage: a durable FIFO whose concurrent puts share one commit (leader/follower)."""
 from __future__ import annotations
 
 import fcntl
@@ -25,9 +25,13 @@ _WAL_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 class _Batch:
-    """The puts one transaction commits together; their callers wait on ``done``."""
+    """The puts one transaction commits together; their callers wait on ``done``.
 
-    __slots__ = ("puts", "sizes", "rejected", "failure", "done")
+    The first put of a batch that forms while another commit runs waits on ``lead`` instead: the
+    finishing leader sets it to hand over, and that caller commits the batch for everyone in it.
+    """
+
+    __slots__ = ("puts", "sizes", "rejected", "failure", "done", "lead")
 
     def __init__(self) -> None:
         self.puts: list[Sequence[bytes]] = []
@@ -35,13 +39,16 @@ class _Batch:
         self.rejected: dict[int, str] = {}  # index of a refused put -> why (StorageFull)
         self.failure: str | None = None  # set when the transaction failed (StorageFailure)
         self.done = threading.Event()
+        self.lead = threading.Event()
 
 
 class SqliteStorage(EventStorage):
     """Durable FIFO in one SQLite file (WAL, synchronous=FULL): ``put`` returns once committed.
 
-    Callers of ``put`` queue their payloads and wait; a single writer thread takes everything queued
-    so far, inserts it in ONE transaction (one fsync) and wakes each caller with its outcome. Reads
+    Group commit without a writer thread: the caller of ``put`` that finds no commit in progress
+    becomes the leader and commits the open batch itself; callers arriving while a commit runs join
+    the next batch and wait. When a commit ends, the first caller of the next batch (if any) is
+    handed the lead and commits everything queued meanwhile in ONE transaction (one fsync). Reads
     (``peek``) use a second connection and never wait for a commit in progress.
     """
 
@@ -49,15 +56,17 @@ class SqliteStorage(EventStorage):
         self._path = path
         self._limits = limits
         self._lock = threading.Lock()  # guards the queue, the counters and the flags
-        self._work = threading.Condition(self._lock)  # writer: a batch is waiting
+        self._idle = threading.Condition(self._lock)  # close(): no commit is in progress
         self._data = threading.Condition(self._lock)  # consumers: events were committed
-        self._write_lock = threading.Lock()  # one write transaction at a time (writer vs delete)
+        self._write_lock = threading.Lock()  # one write transaction at a time (commit vs delete)
         self._read_lock = threading.Lock()  # the reader connection is used by one thread at a time
-        self._batch = _Batch()
+        self._close_lock = threading.Lock()  # one close() at a time
+        self._batch = _Batch()  # the open batch: puts join it until a leader takes it
+        self._committing = False  # a leader is committing (or has been handed the next batch)
         self._closing = False
         self._closed = False
         self._failing = False
-        self._writer_broken = False
+        self._writer_broken = False  # only the leader reads or writes this
         self._stats = {"put_count": 0, "rejected_full": 0, "failures": 0, "commits": 0}
         self._lock_file = self._claim()
         try:
@@ -71,8 +80,6 @@ class SqliteStorage(EventStorage):
         except BaseException:
             self._lock_file.close()
             raise
-        self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
-        self._thread.start()
 
     # -- the EventStorage interface -------------------------------------------------------------
 
@@ -93,9 +100,16 @@ class SqliteStorage(EventStorage):
             index = len(batch.puts)
             batch.puts.append(payloads)
             batch.sizes.append(size)
-            if index == 0:
-                self._work.notify()
-        batch.done.wait()
+            lead = index == 0 and not self._committing
+            if lead:
+                self._committing = True
+        if lead:
+            self._lead()
+        elif index == 0:
+            batch.lead.wait()  # the current leader hands this batch over when its commit ends
+            self._lead()
+        else:
+            batch.done.wait()
         if batch.rejected:
             reason = batch.rejected.get(index)
             if reason is not None:
@@ -152,41 +166,44 @@ class SqliteStorage(EventStorage):
             return {"stored": self._count, "bytes": self._size, **self._stats}
 
     def close(self) -> None:
-        """Commit every put already accepted, stop the writer and close the file. Idempotent."""
-        with self._lock:
-            self._closing = True
-            self._work.notify()
-            self._data.notify_all()
-        self._thread.join()
-        with self._write_lock, self._read_lock:
-            if self._closed:
-                return
-            self._closed = True
-            for conn in (self._writer, self._reader):
-                try:
-                    conn.close()
-                except sqlite3.Error as exc:  # nothing is pending; report and go on
-                    log.warning("closing event storage %s: %s", self._path, exc)
-            self._lock_file.close()
-
-    # -- the writer thread ----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
+        """Commit every put already accepted, then close the file. Idempotent."""
+        with self._close_lock:
             with self._lock:
-                while not self._batch.puts and not self._closing:
-                    self._work.wait()
-                batch = self._batch
-                if not batch.puts:
-                    return  # closing, and everything accepted has been written
-                self._batch = _Batch()
-            try:
-                self._write(batch)
-            except Exception as exc:  # never let the writer die: fail this batch, serve the next
-                log.exception("event storage writer for %s failed", self._path)
-                batch.failure = f"cannot store events in {self._path}: {exc}"
-            finally:
-                batch.done.set()
+                if self._closed:
+                    return
+                self._closing = True  # no put joins a batch from now on
+                self._data.notify_all()
+                self._idle.wait_for(lambda: not self._committing)  # accepted puts are committed
+                self._committing = True  # and nobody commits again
+            with self._write_lock, self._read_lock:
+                self._closed = True
+                for conn in (self._writer, self._reader):
+                    try:
+                        conn.close()
+                    except sqlite3.Error as exc:  # nothing is pending; report and go on
+                        log.warning("closing event storage %s: %s", self._path, exc)
+                self._lock_file.close()
+
+    # -- group commit -------------------------------------------------------------------------
+
+    def _lead(self) -> None:
+        """Take the open batch, commit it, then hand the lead to the next batch or go idle."""
+        with self._lock:
+            batch = self._batch  # the caller is its first put; later puts joined it meanwhile
+            self._batch = _Batch()
+        try:
+            self._write(batch)
+        except Exception as exc:  # fail this batch, never the next one
+            log.exception("event storage writer for %s failed", self._path)
+            batch.failure = f"cannot store events in {self._path}: {exc}"
+        finally:
+            with self._lock:
+                if self._batch.puts:
+                    self._batch.lead.set()
+                else:
+                    self._committing = False
+                    self._idle.notify_all()
+            batch.done.set()
 
     def _write(self, batch: _Batch) -> None:
         """Insert the admitted puts of ``batch`` in one transaction, refusing those over a limit."""
