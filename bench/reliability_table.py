@@ -28,6 +28,8 @@ FAULTS: dict[str, str] = {
     "test_two_hundred_slow_clients_do_not_starve_normal_ones": "200 slowloris connections (1 byte/s)",
     "test_slow_heads_are_dropped_so_a_full_connection_table_frees_up": "Slow clients fill the connection limit",
 }
+# Faults the issue lists that no test injects yet: shown as such, never silently left out.
+PENDING: list[str] = ["Broker restarted every 2 s, 5 times, under load"]
 FAULT_TESTS = ["tests/e2e/test_durability.py", "tests/e2e/test_credentials.py", "tests/e2e/test_https_and_limits.py",
                "tests/e2e/test_downlink.py", "tests/e2e/test_slow_clients.py"]
 FUZZ_TESTS = ["tests/fuzz"]
@@ -100,6 +102,7 @@ def fault_table(runs: list[FaultRun]) -> list[str]:
         if run.notes:
             fault += f" ({'; '.join(run.notes)})"
         lines.append(f"| {fault} | `{name}` | {run.result} | {figures} |")
+    lines += [f"| {fault} | no test yet | – | – | – | – | – |" for fault in PENDING]
     return lines
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +152,31 @@ request_data = st.recursive(
 )
 
 
+CONVERTER_OUTCOMES = Outcomes("json converter sections x messages (generated, in-process)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_converter_outcomes() -> Iterator[None]:
+    yield
+    CONVERTER_OUTCOMES.write()
+
+
 @fuzz_settings(ci_examples=400, soak_examples=40_000)
 @given(section=converter_sections, data=request_data)
 def test_json_converter_builds_or_refuses_and_converts_or_raises_conversion_error(section: dict, data: Any) -> None:
     try:
         converter = JsonConverter(section)
     except ConverterConfigError as exc:
+        CONVERTER_OUTCOMES.add("config refused (ConverterConfigError)")
         assert str(exc)
         return
     try:
         result = converter.convert(section, data if isinstance(data, dict) else {"a": data})
     except ConversionError as exc:
+        CONVERTER_OUTCOMES.add("message refused (ConversionError, a 400)")
         assert str(exc)
         return
+    CONVERTER_OUTCOMES.add("converted")
     assert isinstance(result, ConvertedData)
     try:
         json.loads(encode_record(result))

@@ -146,6 +146,15 @@ def test_garbage_on_downlink_topics_never_stops_the_subscriber(make_daemon, plat
     assert log and "Traceback" not in log, log[-3000:] if log else "the daemon did not stop cleanly"
 
 
+PARSE_OUTCOMES = Outcomes("MQTT downlink payloads (generated, parse_inbound in-process)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_parse_outcomes() -> Iterator[None]:
+    yield
+    PARSE_OUTCOMES.write()
+
+
 @fuzz_settings(ci_examples=500, soak_examples=50_000)
 @given(topic=st.sampled_from(TOPICS + ("v1/devices/me/rpc/response/", "v1/other")), payload=payloads)
 def test_parse_inbound_only_ever_raises_malformed(topic: str, payload: bytes) -> None:
@@ -153,7 +162,9 @@ def test_parse_inbound_only_ever_raises_malformed(topic: str, payload: bytes) ->
     try:
         event = parse_inbound(topic, payload)
     except Malformed:
+        PARSE_OUTCOMES.add("Malformed (ignored)")
         return
+    PARSE_OUTCOMES.add(type(event).__name__)
     assert isinstance(event, AttributeUpdate | RpcRequest | AttributeResponse | OwnRpcResponse)
     if isinstance(event, RpcRequest):
         assert isinstance(event.request_id, int) and event.method and event.device
