@@ -16,10 +16,10 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)"
 _INSERT = "INSERT INTO events(payload) VALUES (?)"
-_MEASURE = "SELECT count(*), total(length(payload)) FROM events"
-_MEASURE_THROUGH = "SELECT count(*), total(length(payload)) FROM events WHERE id <= ?"
+_MEASURE = "SELECT count(*), total(length(payload)) FROM events WHERE id > ?"
+_MEASURE_RANGE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ? AND id <= ?"
 _DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
-_PEEK = "SELECT id, payload FROM events ORDER BY id LIMIT ?"
+_PEEK = "SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
 _BUSY_TIMEOUT_S = 10.0
 _WAL_LIMIT_BYTES = 16 * 1024 * 1024
 
@@ -58,11 +58,13 @@ class SqliteStorage(EventStorage):
         self._lock = threading.Lock()  # guards the queue, the counters and the flags
         self._idle = threading.Condition(self._lock)  # close(): no commit is in progress
         self._data = threading.Condition(self._lock)  # consumers: events were committed
-        self._write_lock = threading.Lock()  # one write transaction at a time (commit vs delete)
+        self._trim_lock = threading.Lock()  # one remove_through at a time
         self._read_lock = threading.Lock()  # the reader connection is used by one thread at a time
         self._close_lock = threading.Lock()  # one close() at a time
         self._batch = _Batch()  # the open batch: puts join it until a leader takes it
         self._committing = False  # a leader is committing (or has been handed the next batch)
+        self._trimmed_through = 0  # events with id <= this are removed (maybe not yet deleted)
+        self._deleted_through = 0  # ... and those are deleted from the file (leader only)
         self._closing = False
         self._closed = False
         self._failing = False
@@ -76,7 +78,7 @@ class SqliteStorage(EventStorage):
             except StorageFailure:
                 self._writer.close()
                 raise
-            self._count, self._size = self._measure(self._writer)
+            self._count, self._size = self._measure(self._writer, 0)
         except BaseException:
             self._lock_file.close()
             raise
@@ -122,29 +124,37 @@ class SqliteStorage(EventStorage):
         with self._read_lock:
             self._check_open()
             try:
-                rows = self._reader.execute(_PEEK, (max(limit, 0),)).fetchall()
+                rows = self._reader.execute(_PEEK, (self._trimmed_through, max(limit, 0))).fetchall()
             except sqlite3.Error as exc:
                 raise StorageFailure(f"cannot read events from {self._path}: {exc}") from exc
         return list(starmap(StoredEvent, rows))
 
     def remove_through(self, event_id: int) -> None:
-        """Delete every event with id <= ``event_id`` in one ``DELETE`` (not fsynced, see docs)."""
-        with self._write_lock:
+        """Remove every event with id <= ``event_id``; never waits for a commit in progress.
+
+        The events leave the queue (``peek``, ``count``, the limits) at once. Their rows are
+        deleted in the next commit's transaction, or right here when no commit is running (not
+        fsynced; see docs/storage.md).
+        """
+        with self._trim_lock:
             with self._read_lock:
                 self._check_open()
-                conn = self._reader
+                start = self._trimmed_through
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    removed, size = conn.execute(_MEASURE_THROUGH, (event_id,)).fetchone()
-                    if removed:
-                        conn.execute(_DELETE_THROUGH, (event_id,))
-                    conn.execute("COMMIT")
+                    removed, size, last = self._reader.execute(_MEASURE_RANGE, (start, event_id)).fetchone()
                 except sqlite3.Error as exc:
-                    _rollback(conn)
                     raise StorageFailure(f"cannot remove events from {self._path}: {exc}") from exc
+            if not removed:
+                return
             with self._lock:
                 self._count -= removed
                 self._size -= int(size) + RECORD_OVERHEAD_BYTES * removed
+                self._trimmed_through = last  # never past the newest event: later ids stay
+                lead = not self._committing and not self._closing
+                if lead:
+                    self._committing = True
+        if lead:
+            self._lead()
 
     def count(self) -> int:
         """Number of committed events."""
@@ -175,7 +185,8 @@ class SqliteStorage(EventStorage):
                 self._data.notify_all()
                 self._idle.wait_for(lambda: not self._committing)  # accepted puts are committed
                 self._committing = True  # and nobody commits again
-            with self._write_lock, self._read_lock:
+            self._delete_trimmed()
+            with self._read_lock:
                 self._closed = True
                 for conn in (self._writer, self._reader):
                     try:
@@ -189,7 +200,7 @@ class SqliteStorage(EventStorage):
     def _lead(self) -> None:
         """Take the open batch, commit it, then hand the lead to the next batch or go idle."""
         with self._lock:
-            batch = self._batch  # the caller is its first put; later puts joined it meanwhile
+            batch = self._batch  # the caller is its first put (or remove_through); others joined
             self._batch = _Batch()
         try:
             self._write(batch)
@@ -208,52 +219,78 @@ class SqliteStorage(EventStorage):
     def _write(self, batch: _Batch) -> None:
         """Insert the admitted puts of ``batch`` in one transaction, refusing those over a limit."""
         limits = self._limits
-        with self._write_lock:
-            with self._lock:
-                count, size = self._count, self._size
-            rows: list[bytes] = []
-            added = added_size = accepted = 0
-            for index, (payloads, put_size) in enumerate(zip(batch.puts, batch.sizes, strict=True)):
-                if limits.admits(count + added, size + added_size, len(payloads), put_size):
-                    rows.extend(payloads)
-                    added += len(payloads)
-                    added_size += put_size
-                    accepted += 1
-                else:
-                    batch.rejected[index] = (
-                        f"event storage {self._path} is full ({count + added} events, "
-                        f"~{size + added_size} bytes; limits {limits.max_records} events, "
-                        f"{limits.max_bytes} bytes)")
-            failure = self._commit(rows) if rows else None
-            with self._lock:
-                stats = self._stats
-                stats["rejected_full"] += len(batch.rejected)
-                if failure is None:
-                    self._count += added
-                    self._size += added_size
-                    stats["put_count"] += accepted
-                    stats["commits"] += 1 if rows else 0
-                    if rows:
-                        self._data.notify_all()
-                else:
-                    batch.failure = failure
-                    stats["failures"] += accepted
-        self._note_health(failure)
+        with self._lock:
+            count, size = self._count, self._size
+        rows: list[bytes] = []
+        added = added_size = accepted = 0
+        for index, (payloads, put_size) in enumerate(zip(batch.puts, batch.sizes, strict=True)):
+            if limits.admits(count + added, size + added_size, len(payloads), put_size):
+                rows.extend(payloads)
+                added += len(payloads)
+                added_size += put_size
+                accepted += 1
+            else:
+                batch.rejected[index] = (
+                    f"event storage {self._path} is full ({count + added} events, "
+                    f"~{size + added_size} bytes; limits {limits.max_records} events, "
+                    f"{limits.max_bytes} bytes)")
+        if not rows:
+            self._delete_trimmed()
+        failure = self._commit(rows) if rows else None
+        with self._lock:
+            stats = self._stats
+            stats["rejected_full"] += len(batch.rejected)
+            if failure is None:
+                self._count += added
+                self._size += added_size
+                stats["put_count"] += accepted
+                stats["commits"] += 1 if rows else 0
+                if rows:
+                    self._data.notify_all()
+            else:
+                batch.failure = failure
+                stats["failures"] += accepted
+        if rows:
+            self._note_health(failure)
 
     def _commit(self, rows: list[bytes]) -> str | None:
-        """Insert ``rows`` in one transaction; None on success, else why it failed."""
+        """Insert ``rows`` (and delete what was removed meanwhile) in one transaction.
+
+        Returns None on success, else why it failed.
+        """
         try:
             if self._writer_broken:
                 self._reopen_writer()
             conn = self._writer
+            trim = self._trimmed_through
             conn.execute("BEGIN IMMEDIATE")
+            if trim > self._deleted_through:
+                conn.execute(_DELETE_THROUGH, (trim,))
             conn.executemany(_INSERT, zip(rows))  # noqa: B905 - zip of one iterable yields 1-tuples
             conn.execute("COMMIT")
+            self._deleted_through = trim
             return None
         except (sqlite3.Error, StorageFailure) as exc:
             self._writer_broken = True
             _rollback(self._writer)
             return f"cannot store events in {self._path}: {exc}"
+
+    def _delete_trimmed(self) -> None:
+        """Delete the removed rows on the reader connection (no fsync); the leader only."""
+        trim = self._trimmed_through
+        if trim <= self._deleted_through:
+            return
+        with self._read_lock:
+            conn = self._reader
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_DELETE_THROUGH, (trim,))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # the rows stay, out of the queue; the next commit retries
+                _rollback(conn)
+                log.warning("cannot delete delivered events from %s: %s", self._path, exc)
+                return
+        self._deleted_through = trim
 
     def _reopen_writer(self) -> None:
         """Replace a connection that failed mid-transaction and recount what is really stored."""
@@ -262,7 +299,7 @@ class SqliteStorage(EventStorage):
         except sqlite3.Error:
             pass
         self._writer = self._connect(synchronous="FULL")
-        count, size = self._measure(self._writer)
+        count, size = self._measure(self._writer, self._trimmed_through)
         with self._lock:
             self._count, self._size = count, size
         self._writer_broken = False
@@ -310,9 +347,10 @@ class SqliteStorage(EventStorage):
                 conn.close()
             raise StorageFailure(f"cannot open event storage {self._path}: {exc}") from exc
 
-    def _measure(self, conn: sqlite3.Connection) -> tuple[int, int]:
+    def _measure(self, conn: sqlite3.Connection, after: int) -> tuple[int, int]:
+        """Events with id > ``after`` and the size they count against the limits."""
         try:
-            count, size = conn.execute(_MEASURE).fetchone()
+            count, size = conn.execute(_MEASURE, (after,)).fetchone()
         except sqlite3.Error as exc:
             raise StorageFailure(f"cannot read event storage {self._path}: {exc}") from exc
         return count, int(size) + RECORD_OVERHEAD_BYTES * count

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.storage.base import StorageFailure
-from gateway.storage.memory import SizeLimits
+from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits
 from gateway.storage.sqlite import SqliteStorage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +64,61 @@ def test_reopen_gives_the_same_events_in_order(opened: list[SqliteStorage], tmp_
     assert third.peek(1)[0].id > last
 
 
+def rows_in_file(path: Path) -> list[bytes]:
+    """The payloads physically in the database file, read over a separate connection."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in conn.execute("SELECT payload FROM events ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def test_remove_through_while_idle_deletes_the_rows_at_once(opened: list[SqliteStorage], tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    storage = open_storage(opened, path)
+    storage.put([b"a", b"b", b"c"])
+    storage.remove_through(storage.peek(2)[-1].id)
+    assert rows_in_file(path) == [b"c"]  # no commit was running: deleted without waiting for one
+    storage.remove_through(10**12)  # past the newest id: later events must still be kept
+    assert rows_in_file(path) == [] and storage.count() == 0
+    storage.put([b"d"])
+    assert [e.payload for e in storage.peek(10)] == [b"d"] and rows_in_file(path) == [b"d"]
+
+
+def test_removals_during_commits_leave_file_and_counters_consistent(opened: list[SqliteStorage],
+                                                                     tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    storage = open_storage(opened, path)
+    threads, puts = 4, 150
+    start = threading.Barrier(threads + 1)
+    def worker(t: int) -> None:
+        start.wait()
+        for i in range(puts):
+            storage.put([b"%d:%d" % (t, i), b"%d:%d+" % (t, i)])
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    removed = 0
+    while any(w.is_alive() for w in workers):  # the sender's pattern, while puts commit
+        events = storage.peek(7)
+        if events:
+            storage.remove_through(events[-1].id)
+            removed += len(events)
+    for w in workers:
+        w.join()
+    left = storage.peek(10_000)
+    assert removed + len(left) == 2 * threads * puts
+    stats = storage.stats()
+    assert stats["stored"] == len(left) == storage.count()
+    assert stats["bytes"] == sum(len(e.payload) + RECORD_OVERHEAD_BYTES for e in left)
+    storage.close()
+    assert rows_in_file(path) == [e.payload for e in left]  # every removal reached the file
+    again = open_storage(opened, path)
+    assert again.peek(10_000) == left and again.count() == len(left)
+
+
 def test_second_opener_of_the_same_file_is_refused(opened: list[SqliteStorage], tmp_path: Path) -> None:
     path = tmp_path / "gateway.db"
     open_storage(opened, path)
@@ -72,7 +128,7 @@ def test_second_opener_of_the_same_file_is_refused(opened: list[SqliteStorage], 
 
 KILLED_WRITER = """
     import sys, threading
-    from gateway.storage.memory import SizeLimits
+    from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits
     from gateway.storage.sqlite import SqliteStorage
     storage = SqliteStorage(sys.argv[1], SizeLimits(10_000_000, 1 << 30))
     out = threading.Lock()
@@ -157,7 +213,7 @@ def test_corrupt_database_is_a_clear_failure(opened: list[SqliteStorage], tmp_pa
 DISK_FULL_WRITER = """
     import resource, signal, sys
     from gateway.storage.base import StorageFailure
-    from gateway.storage.memory import SizeLimits
+    from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits
     from gateway.storage.sqlite import SqliteStorage
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, write() fails with EFBIG
     storage = SqliteStorage(sys.argv[1], SizeLimits(1_000_000, 1 << 30))
