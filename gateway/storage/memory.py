@@ -78,11 +78,12 @@ class MemoryStorage(EventStorage):
                 self._rejected_full += 1
                 raise StorageFull(f"memory storage is full ({len(self._events)} events, "
                                   f"~{self._size} bytes stored)")
+            if not self._events:
+                self._data.notify_all()  # wait_for_data waits only while the queue is empty
             ids = self._ids
             self._events.extend(StoredEvent(next(ids), bytes(p)) for p in payloads)
             self._size += size
             self._put_count += 1
-            self._data.notify_all()
 
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest events, in order, without removing them."""

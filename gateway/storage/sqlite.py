@@ -241,12 +241,12 @@ class SqliteStorage(EventStorage):
             stats = self._stats
             stats["rejected_full"] += len(batch.rejected)
             if failure is None:
+                if rows and not self._count:
+                    self._data.notify_all()  # wait_for_data waits only while the queue is empty
                 self._count += added
                 self._size += added_size
                 stats["put_count"] += accepted
                 stats["commits"] += 1 if rows else 0
-                if rows:
-                    self._data.notify_all()
             else:
                 batch.failure = failure
                 stats["failures"] += accepted

@@ -190,6 +190,28 @@ def test_wait_for_data_is_woken_by_put(make_storage: MakeStorage) -> None:
     assert storage.wait_for_data(0) is True
 
 
+def test_wait_for_data_is_woken_again_after_the_queue_drained(make_storage: MakeStorage) -> None:
+    storage = make_storage()
+    storage.put([b"first"])
+    storage.put([b"second"])  # queue already non-empty: no waiter to wake, must not matter
+    storage.remove_through(storage.peek(10)[-1].id)
+    assert storage.wait_for_data(0.01) is False
+    results: list[bool] = []
+    entered = threading.Event()
+
+    def wait() -> None:
+        entered.set()
+        results.append(storage.wait_for_data(60))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    entered.wait()
+    storage.put([b"third"])  # empty -> non-empty: wakes the waiter
+    waiter.join()
+    assert results == [True]
+    assert payloads_of(storage) == [b"third"]
+
+
 def test_close_wakes_waiters_and_later_calls_fail(make_storage: MakeStorage) -> None:
     storage = make_storage()
     results: list[bool] = []
