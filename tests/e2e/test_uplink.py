@@ -53,7 +53,7 @@ def wait_until(subscriber, condition, timeout: float = 10.0):
     """Wait until ``condition()`` gives a truthy value, and return it."""
     result = []
     ok = subscriber.wait_for(lambda _messages: bool(result.append(condition()) or result[-1]), timeout)
-    assert ok, f"timed out; received: {subscriber.messages}"
+    assert ok, f"timed out; received {len(subscriber.messages)} messages, the last: {subscriber.messages[-5:]}"
     return result[-1]
 
 
