@@ -45,7 +45,7 @@ class ServerConfig:
     cert: str = ""
     key: str = ""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    threads: int = 8
+    threads: int = 32  # measured: more puts share one SQLite commit at 64 connections (bench/RESULTS.md)
     connection_limit: int = 1000
     channel_timeout: int = 30
     base_url: str = ""  # for relative downlink URLs; default: this server's own address
