@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
                         help="load generator (auto: wrk when installed)")
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--ceiling-threads", type=int, default=8, help="waitress threads of the ceiling app")
+    parser.add_argument("--ceiling-threads", type=int, default=32,
+                        help="waitress threads of the ceiling app (default: the gateway's default, 32)")
     parser.add_argument("--gateway-threads", type=int, default=None, help="REST connector threads (default: its own)")
     parser.add_argument("--gateway-rev", metavar="REV",
                         help="measure the gateway as committed at REV (git archive), not the working tree")

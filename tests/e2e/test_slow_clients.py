@@ -87,7 +87,7 @@ def normal_posts(url: str, count: int, device: str) -> list[int]:
 
 
 def test_two_hundred_slow_clients_do_not_starve_normal_ones(make_daemon, mqtt_subscriber):
-    gw = make_daemon(json_mapping(CONVERTER))  # default limits: 8 threads, 1000 connections, 30 s
+    gw = make_daemon(json_mapping(CONVERTER))  # default limits: 32 threads, 1000 connections, 30 s
     with slow_clients(gw.port, 200) as slow:
         time.sleep(1.5)  # every slow connection has sent part of its head
         started = time.monotonic()
