@@ -52,6 +52,11 @@ def post_until(url: str, device: str, acked: list, stop: threading.Event, limit:
     session.close()
 
 
+def post_many(url: str, device: str, count: int, acked: list) -> None:
+    """Post ``count`` messages for ``device`` one after another; record the ones answered 200."""
+    post_until(url, device, acked, threading.Event(), limit=count)
+
+
 def load(url: str, clients: int, acked: list) -> tuple[threading.Event, list[threading.Thread]]:
     stop = threading.Event()
     threads = [threading.Thread(target=post_until, args=(url, f"dev{i}", acked, stop)) for i in range(clients)]
@@ -131,8 +136,7 @@ def test_sigkill_with_everything_still_queued(make_daemon, broker, mqtt_subscrib
     gw = make_daemon(json_mapping(CONVERTER))
     broker.stop()  # nothing can leave, so everything acknowledged sits in storage at the kill
     acked: list = []
-    stop = threading.Event()
-    post_until(gw.url("/data"), "k1", acked, stop, limit=50)
+    post_many(gw.url("/data"), "k1", 50, acked)
     gw.kill()
     broker.start()
     gw.start()
