@@ -7,9 +7,9 @@ from bench.reliability_table import fault_table, fuzz_table, parse_fault_output
 from tests.fuzz import support
 
 PYTEST_OUTPUT = """\
-tests/e2e/test_durability.py::test_broker_outage_while_devices_post sent/acknowledged=245 delivered=245 duplicates=3
+tests/e2e/test_durability.py::test_broker_down_10s_while_4_clients_post sent/acknowledged=245 delivered=245 duplicates=3
 PASSED
-tests/e2e/test_durability.py::test_sigkill_after_200s_then_restart sent/acknowledged=50 delivered=50 duplicates=0
+tests/e2e/test_durability.py::test_sigkill_under_load_then_restart sent/acknowledged=50 delivered=50 duplicates=0
 FAILED
 tests/e2e/test_slow_clients.py::test_two_hundred_slow_clients_do_not_starve_normal_ones slow clients: 200 connections
 PASSED
@@ -20,8 +20,8 @@ tests/e2e/test_https_and_limits.py::test_full_storage_answers_503_and_recovers[s
 def test_printed_counts_are_parsed_per_test() -> None:
     runs = parse_fault_output(PYTEST_OUTPUT)
     assert [(r.node.split("::")[1], r.result, r.counts) for r in runs] == [
-        ("test_broker_outage_while_devices_post", "PASSED", [(245, 245, 3)]),
-        ("test_sigkill_after_200s_then_restart", "FAILED", [(50, 50, 0)]),
+        ("test_broker_down_10s_while_4_clients_post", "PASSED", [(245, 245, 3)]),
+        ("test_sigkill_under_load_then_restart", "FAILED", [(50, 50, 0)]),
         ("test_two_hundred_slow_clients_do_not_starve_normal_ones", "PASSED", []),
         ("test_full_storage_answers_503_and_recovers[sqlite]", "PASSED", []),
     ]
