@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.e2e.test_uplink import json_mapping, wait_until
+from tests.e2e.test_uplink import json_mapping
 from tests.fixtures.broker import Broker, Subscriber
 
 CONVERTER = {"deviceNameExpression": "${dev}", "deviceTypeExpression": "meter", "attributes": [],
@@ -74,7 +74,9 @@ def delivered(subscriber) -> list[tuple[str, int]]:
 
 
 def assert_all_delivered_in_order(subscriber, acked, timeout=60.0):
-    wait_until(subscriber, lambda: set(acked) <= set(delivered(subscriber)), timeout=timeout)
+    arrived = subscriber.wait_for(lambda _m: set(acked) <= set(delivered(subscriber)), timeout)
+    missing = sorted(set(acked) - set(delivered(subscriber)))
+    assert arrived, f"{len(missing)} acknowledged messages never arrived, e.g. {missing[:10]}"
     got = delivered(subscriber)
     for device in {d for d, _ in acked}:
         seqs = [s for d, s in got if d == device]
