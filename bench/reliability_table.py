@@ -23,7 +23,9 @@ FAULTS: dict[str, str] = {
     "test_wrong_credentials_are_reported_once_data_is_kept_and_delivered_after_the_fix":
         "ThingsBoard refuses the credentials; fixed, then restarted",
     "test_full_storage_answers_503_and_recovers": "Storage full (small limit): 503 + Retry-After, then drained",
-    "test_unwritable_storage_refuses_to_start_with_a_clear_error": "Database unwritable",
+    "test_unwritable_storage_refuses_to_start_with_a_clear_error": "Database unwritable at start: exit 1, clear error",
+    "test_disk_error_at_run_time_answers_503_and_the_daemon_lives_on":
+        "Disk full at run time (file size limit): 503 + Retry-After, clear log, no crash",
     "test_target_timeout_replies_408": "Downlink HTTP target hangs",
     "test_target_500_replies_error": "Downlink HTTP target answers 500",
     "test_slow_target_for_device_a_does_not_delay_device_b": "One slow downlink target, others go on",

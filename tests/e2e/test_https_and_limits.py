@@ -79,3 +79,36 @@ def test_unwritable_storage_refuses_to_start_with_a_clear_error(make_daemon, tmp
     with pytest.raises(AssertionError, match="blocker"):
         gw.start()
     assert gw.proc.returncode == 1
+
+
+def _small_file_size_limit() -> None:
+    """In the daemon's process: files may not grow past 256 KiB, and writing past it fails (no signal)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+
+def test_disk_error_at_run_time_answers_503_and_the_daemon_lives_on(make_daemon, broker, tmp_path):
+    gw = make_daemon(json_mapping(CONVERTER), start=False)
+    gw.start(preexec=_small_file_size_limit)
+    broker.stop()  # nothing drains, so the database only grows until the disk "fills"
+    url = gw.url("/data")
+    session = requests.Session()
+    statuses = []
+    for seq in range(5000):
+        answer = session.post(url, json={"dev": "d", "seq": seq, "pad": "x" * 200}, timeout=10)
+        statuses.append(answer.status_code)
+        if answer.status_code != 200:
+            break
+    assert statuses[-1] == 503, statuses[-5:]
+    assert int(answer.headers["Retry-After"]) > 0
+    assert "storage cannot write" in answer.json()["error"]
+    assert statuses.count(200) > 10
+    health = requests.get(gw.url("/health"), timeout=5)
+    assert health.status_code in (200, 503)  # the daemon answers: no crash
+    assert gw.proc.poll() is None
+    assert requests.post(url, json={"dev": "d", "seq": -1, "pad": "x" * 200}, timeout=10).status_code == 503
+    assert "puts are refused until the cause is fixed" in gw.log_text()
+    session.close()
