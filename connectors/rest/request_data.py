@@ -14,6 +14,14 @@ class BadRequestData(ValueError):
     """The request cannot be turned into converter input; the text says why (sent with a 400)."""
 
 
+class InvalidJsonSyntax(BadRequestData):
+    """The body is UTF-8 but not JSON text (a syntax error); ``text`` holds the decoded body."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
+
+
 @dataclass(slots=True)
 class RequestInput:
     """What a converter gets from one request.
@@ -41,7 +49,8 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise BadRequestData(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InvalidJsonSyntax(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                                text) from None
     except RecursionError:
         raise BadRequestData("body is not accepted: JSON nested too deeply") from None
     except ValueError as exc:  # NaN/Infinity, or an integer with too many digits
