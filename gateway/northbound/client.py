@@ -5,12 +5,12 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.config.model import ThingsBoardConfig
+from gateway.northbound.dead_letters import DeadLetterFile
 from gateway.northbound.inbound import (
     SUBSCRIPTIONS,
     TOPIC_OWN_RPC_REQUEST,
@@ -23,6 +23,7 @@ from gateway.northbound.inbound import (
     RpcRequest,
     parse_inbound,
 )
+from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import RateLimiter, SessionLimits, parse_session_limits
 from gateway.northbound.packing import (
     DeadLetter,
@@ -36,9 +37,6 @@ from gateway.northbound.sender import Sender
 from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
 from gateway.storage.base import EventStorage
 
-#: devices re-announced after a reconnect: at most this many, seen within this many seconds
-MAX_KNOWN_DEVICES = 10_000
-KNOWN_DEVICE_TTL = 24 * 3600.0
 #: RPC replies kept while ThingsBoard is unreachable (the oldest are dropped beyond this)
 MAX_PENDING_RPC_REPLIES = 1000
 DEFAULT_MAX_INFLIGHT = 100
@@ -76,6 +74,7 @@ class Northbound:
         self.storage = storage
         self.log = logger or logging.getLogger("rest_gateway.northbound")
         self.dead_letter_path = dead_letter_path
+        self.dead_letters = DeadLetterFile(dead_letter_path, self.log)
         self.read_batch = read_batch
         self.address = f"{config.host}:{config.port}"
         self._handler: DownlinkHandler | None = None
@@ -85,8 +84,7 @@ class Northbound:
         self._session: MqttSession | None = None
         self._ready = False
         self._lock = threading.Lock()
-        self._dl_lock = threading.Lock()
-        self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.known = KnownDevices()
         self._rpc_out: deque[Publish] = deque()
         self._echo = EchoFilter()
         self._limits_ids: set[int] = set()
@@ -153,21 +151,13 @@ class Northbound:
         Raises TimeoutError (the request is withdrawn if not sent yet) or ValueError for non-JSON params.
         """
         payload = encode({"method": method, "params": params})
-        call = _OwnCall()
         with self._lock:
             request_id = self._new_request_id()
-            self._own_calls[request_id] = call
         publish = Publish(TOPIC_OWN_RPC_REQUEST.format(request_id), payload)
-        self._queue_out(publish)
-        try:
-            if not call.done.wait(timeout):
-                raise TimeoutError(f"no answer to client-side RPC {method!r} within {timeout:g} s")
-            return call.answer
-        finally:
-            with self._lock:
-                self._own_calls.pop(request_id, None)
-                if publish in self._rpc_out:
-                    self._rpc_out.remove(publish)
+        answered, answer = self._ask(self._own_calls, request_id, publish, timeout)
+        if not answered:
+            raise TimeoutError(f"no answer to client-side RPC {method!r} within {timeout:g} s")
+        return answer
 
     def request_attributes(self, device: str, client: bool, keys: list[str], timeout: float) -> dict[str, Any] | None:
         """Ask ThingsBoard for ``device``'s client (``client``) or shared attributes ``keys``; wait ``timeout`` s.
@@ -175,26 +165,35 @@ class Northbound:
         Returns the values found (absent keys are left out), or None when no answer came in time.
         Raises ValueError for an empty device name or key list. Waiting holds only the caller's thread.
         """
-        call = _OwnCall()
         with self._lock:
             self._next_attribute_request_id += 1
             request_id = self._next_attribute_request_id
         publish = attribute_request_publish(request_id, device, client, keys)
-        with self._lock:
-            self._attribute_calls[request_id] = call
-        self._queue_out(publish)
-        try:
-            if not call.done.wait(timeout):
-                return None
-        finally:
-            with self._lock:
-                self._attribute_calls.pop(request_id, None)
-                if publish in self._rpc_out:
-                    self._rpc_out.remove(publish)
-        values = dict(call.answer or {})
+        answered, answer = self._ask(self._attribute_calls, request_id, publish, timeout)
+        if not answered:
+            return None
+        values = dict(answer or {})
         if len(keys) == 1:  # ThingsBoard answers one requested key as "value", without its name
             return {keys[0]: values["value"]} if "value" in values else {}
         return values
+
+    def _ask(self, calls: dict[int, _OwnCall], request_id: int, publish: Publish,
+             timeout: float) -> tuple[bool, Any]:
+        """Queue ``publish`` and wait for the answer the inbound side files under ``request_id``.
+
+        Returns (answered, answer); on a timeout the request is withdrawn if it was not sent yet.
+        """
+        call = _OwnCall()
+        with self._lock:
+            calls[request_id] = call
+        self._queue_out(publish)
+        try:
+            return call.done.wait(timeout), call.answer
+        finally:
+            with self._lock:
+                calls.pop(request_id, None)
+                if publish in self._rpc_out:
+                    self._rpc_out.remove(publish)
 
     def _new_request_id(self) -> int:
         """The next id for ``v1/devices/me/rpc/request/{n}``; call with ``_lock`` held."""
@@ -221,7 +220,7 @@ class Northbound:
         with self._lock:
             stats: dict[str, Any] = dict(self.counters)
             stats["pending_rpc_replies"] = len(self._rpc_out)
-            stats["known_devices"] = len(self._known)
+            stats["known_devices"] = len(self.known)
         stats["connected"] = self.connected
         stats["address"] = self.address
         stats["max_payload_bytes"] = self.packer.max_packet_bytes
@@ -234,24 +233,6 @@ class Northbound:
     def count(self, key: str, amount: int = 1) -> None:
         with self._lock:
             self.counters[key] += amount
-
-    def remember_device(self, device: str, device_type: str) -> None:
-        """Note a device for re-announcing after reconnects (bounded: most recent MAX_KNOWN_DEVICES)."""
-        known = self._known
-        known[device] = (device_type, time.monotonic())
-        known.move_to_end(device)
-        if len(known) > MAX_KNOWN_DEVICES:
-            known.popitem(last=False)
-
-    def devices_to_reannounce(self) -> list[tuple[str, str]]:
-        """(name, type) of every device seen within KNOWN_DEVICE_TTL, oldest first."""
-        cutoff = time.monotonic() - KNOWN_DEVICE_TTL
-        while self._known:
-            name, (_, seen) = next(iter(self._known.items()))
-            if seen >= cutoff:
-                break
-            self._known.popitem(last=False)
-        return [(name, dtype) for name, (dtype, _) in self._known.items()]
 
     def take_rpc_replies(self) -> list[Publish]:
         with self._lock:
@@ -266,23 +247,9 @@ class Northbound:
 
     def dead_letter(self, letters: list[DeadLetter]) -> None:
         """Move undeliverable data aside: append to the dead-letter file (or only log) and count."""
-        if not letters:
-            return
-        self.count("dead_lettered", len(letters))
-        for letter in letters[:3]:
-            self.log.warning("dead-lettered data of event %s: %s", letter.event_id, letter.reason)
-        if len(letters) > 3:
-            self.log.warning("... and %d more dead letters", len(letters) - 3)
-        if self.dead_letter_path is None:
-            return
-        now = datetime.now(UTC).isoformat()
-        lines = [json.dumps({"time": now, "event_id": d.event_id, "reason": d.reason, "content": d.content},
-                            separators=(",", ":"), ensure_ascii=False, default=repr) + "\n" for d in letters]
-        try:
-            with self._dl_lock, open(self.dead_letter_path, "a", encoding="utf-8") as file:
-                file.writelines(lines)
-        except OSError as exc:
-            self.log.error("cannot write dead-letter file %s: %s", self.dead_letter_path, exc)
+        if letters:
+            self.count("dead_lettered", len(letters))
+            self.dead_letters.write(letters)
 
     def apply_pending_limits(self) -> None:
         """Switch to ThingsBoard's limits (80 % of them) once its getSessionLimits answer arrived."""

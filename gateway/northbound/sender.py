@@ -37,7 +37,7 @@ class Sender:
         self.waiting: set[int] = set()  # message ids of our in-flight publishes
         self.last_sent: int | None = None  # last event id published in this session
         self.announced: set[str] = set()
-        self.reannounce: deque[tuple[str, str]] = deque(northbound.devices_to_reannounce())
+        self.reannounce: deque[tuple[str, str]] = deque(northbound.known.to_reannounce())
         self.retry_delay = northbound.config.min_reconnect_delay
 
     # ---------------------------------------------------------------- main loop
@@ -74,7 +74,7 @@ class Sender:
             else:
                 nb.storage.wait_for_data(IDLE_WAIT)
             return
-        result = nb.packer.pack([(e.id, e.payload) for e in events], self.announced, nb.remember_device)
+        result = nb.packer.pack([(e.id, e.payload) for e in events], self.announced, nb.known.remember)
         nb.dead_letter(result.dead_letters)
         if result.ready_through is not None:
             self.inflight.append((None, Publish("", b"", through_id=result.ready_through)))
