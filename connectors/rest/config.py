@@ -7,7 +7,7 @@ from typing import Any
 
 from connectors.rest.config_checks import check_rest_config
 from connectors.rest.device_api.config import read_device_api
-from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, Security, ServerConfig
+from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, Security, ServerConfig, normalise_methods
 from converters.config import ConverterConfig, ConverterConfigError
 from gateway.config.document import Problems, read_document, resolve_path
 from gateway.config.errors import ConfigError
@@ -125,16 +125,6 @@ def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerCo
         channel_timeout=_int(data, "channelTimeout", _SERVER.channel_timeout),
         base_url=_str(data, "baseUrl").rstrip("/"),
     )
-
-
-def normalise_methods(entry: dict, keys: Sequence[str], default: tuple[str, ...]) -> tuple[str, ...]:
-    """The upper-cased, de-duplicated methods from the first of ``keys`` present (string or list)."""
-    for key in keys:
-        if key in entry:
-            value = entry[key]
-            items = [value] if isinstance(value, str) else _list(value)
-            return tuple(dict.fromkeys(m.strip().upper() for m in items if isinstance(m, str)))
-    return default
 
 
 def _mapping(entry: dict, pointer: str, problems: Problems) -> Mapping:

@@ -29,7 +29,8 @@ class MappingHandler:
         self._auth = BasicAuthenticator(mapping.security) if mapping.security.type == "basic" else None
         self._converter_config = mapping.converter.raw
         self._converter_name = mapping.converter.extension or "json"
-        self._want_raw = bool(getattr(converter, "raw_body", False)) or mapping.converter.type == "custom"
+        self._always_raw = bool(getattr(converter, "raw_body", False))  # the converter asks for bytes
+        self._want_raw = self._always_raw or mapping.converter.type == "custom"
 
     def __call__(self, request: Request, path_vars: dict[str, Any]) -> Response:
         if self._auth is not None and not self._auth.check(request.headers.get("Authorization")):
@@ -42,7 +43,7 @@ class MappingHandler:
             )
         except BadRequestData as exc:
             return error_response(400, str(exc))
-        raw_only = request_input.body_kind == "raw" or getattr(self.converter, "raw_body", False)
+        raw_only = self._always_raw or request_input.body_kind == "raw"
         converted: list[ConvertedData] = []
         many = len(request_input.messages) > 1
         for index, message in enumerate(request_input.messages):

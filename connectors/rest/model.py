@@ -63,3 +63,13 @@ class RestConfig:
     server_side_rpc: tuple[dict[str, Any], ...] = ()
     attribute_requests: tuple[dict[str, Any], ...] = ()
     device_api: DeviceApiConfig | None = None  # the optional ThingsBoard HTTP device API (deviceApi)
+
+
+def normalise_methods(entry: dict[str, Any], keys: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The upper-cased, de-duplicated HTTP methods under the first of ``keys`` present (a string or a list)."""
+    for key in keys:
+        if key in entry:
+            value = entry[key]
+            items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+            return tuple(dict.fromkeys(m.strip().upper() for m in items if isinstance(m, str) and m.strip()))
+    return default

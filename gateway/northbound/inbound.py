@@ -40,7 +40,7 @@ class RpcRequest:
 
 @dataclass(frozen=True, slots=True)
 class AttributeResponse:
-    """ThingsBoard's answer to an attribute request (kept for a later attribute-request feature)."""
+    """ThingsBoard's answer to an attribute request, matched to the waiting request by id."""
 
     request_id: int
     device: str

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Request, Response
 
 from connectors.base import Uplink, UplinkUnavailable
-from connectors.rest.model import Security
+from connectors.rest.model import Security, normalise_methods
 from connectors.rest.request_data import BadRequestData, read_request
 from connectors.rest.responses import error_response, json_response
 from connectors.rest.security import BasicAuthenticator
@@ -21,10 +21,7 @@ UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Basic realm="rest-gateway", charset
 
 def request_methods(entry: dict[str, Any]) -> tuple[str, ...]:
     """The methods an attributeRequests endpoint serves (``HTTPMethods``/``HTTPMethod``; default POST)."""
-    value = entry.get("HTTPMethods", entry.get("HTTPMethod"))
-    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    methods = tuple(dict.fromkeys(m.strip().upper() for m in items if isinstance(m, str) and m.strip()))
-    return methods or ("POST",)
+    return normalise_methods(entry, ("HTTPMethods", "HTTPMethod"), ()) or ("POST",)
 
 
 @dataclass(frozen=True, slots=True)
