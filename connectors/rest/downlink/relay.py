@@ -1,7 +1,9 @@
 """The downlink HTTP client: one request to a target with tries, backoff, timeouts, auth and TLS options."""
 from __future__ import annotations
 
+import http.client
 import re
+import socket
 import threading
 import time
 import warnings
@@ -10,6 +12,9 @@ from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import InsecureRequestWarning
 
 from connectors.rest.downlink.model import RequestOptions
@@ -59,12 +64,89 @@ def _reason_phrase(response: requests.Response) -> str:
         return "HTTP error"
 
 
+def _causes(exc: BaseException, depth: int = 0) -> list[BaseException]:
+    """``exc`` and what it wraps (``requests`` and urllib3 nest the root cause in args and __context__)."""
+    found = [exc]
+    if depth < 5:
+        for inner in (*exc.args, exc.__cause__, exc.__context__):
+            if isinstance(inner, BaseException):
+                found += _causes(inner, depth + 1)
+    return found
+
+
 def _short(exc: Exception, url: str) -> str:
+    """The reason of a failed exchange, without echoing what the target sent."""
+    host = urlsplit(url).netloc.rsplit("@", 1)[-1] or url
+    causes = _causes(exc)
+    if any(isinstance(c, http.client.IncompleteRead) for c in causes):
+        return f"the response of {host} was cut short"
+    if any(isinstance(c, http.client.HTTPException) and not isinstance(c, http.client.RemoteDisconnected)
+           for c in causes):
+        return f"{host} did not answer valid HTTP"
+    if any(isinstance(c, ConnectionResetError) for c in causes):
+        return f"the connection to {host} was reset"
     text = str(exc)
     match = _ERRNO.search(text)
-    host = urlsplit(url).netloc.rsplit("@", 1)[-1] or url
     cause = match.group(0).strip() if match else (type(exc).__name__ if len(text) > 200 or not text else text)
     return f"cannot connect to {host}: {cause}"
+
+
+class _Watchdog:
+    """Shuts a try's socket down at the exchange deadline: ``timeout`` bounds each read, not a target
+    that sends a byte just before every timeout, so only this makes ``responseTimeout`` hold."""
+
+    current = threading.local()  # the watchdog of the try running on this thread, if any
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired = False
+        self._timer: threading.Timer | None = None
+
+    def arm(self, sock: socket.socket | None) -> None:
+        if sock is None or self._timer is not None:
+            return
+        self._timer = threading.Timer(max(self.deadline - time.monotonic(), 0.0), self._fire, (sock,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self, sock: socket.socket) -> None:
+        self.fired = True
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once; the try fails
+        except OSError:
+            pass
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def getresponse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        watchdog = getattr(_Watchdog.current, "watchdog", None)
+        if watchdog is not None:
+            watchdog.arm(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    getresponse = _WatchedHTTPConnection.getresponse
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """Connections whose responses a :class:`_Watchdog` can cut at the exchange deadline."""
+
+    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
 class Relay:
@@ -81,6 +163,8 @@ class Relay:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # proxies and netrc from the environment would surprise a gateway
+            session.mount("http://", _WatchedAdapter())
+            session.mount("https://", _WatchedAdapter())
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -100,7 +184,7 @@ class Relay:
                 if remaining <= 0:
                     return Outcome("timeout", attempt - 1, reason="timeout")
                 timeout = min(timeout, remaining)
-            last = self._once(url, options, body, timeout, attempt)
+            last = self._once(url, options, body, timeout, attempt, deadline)
             retriable = last.kind in ("timeout", "connection") or (last.kind == "http" and last.status >= 500)
             if not retriable or attempt == options.tries:
                 return last
@@ -112,7 +196,21 @@ class Relay:
         return last
 
     def _once(self, url: str, options: RequestOptions, body: bytes | None, timeout: float,
-              attempt: int) -> Outcome:
+              attempt: int, deadline: float | None = None) -> Outcome:
+        watchdog = _Watchdog(deadline) if deadline is not None else None
+        _Watchdog.current.watchdog = watchdog
+        try:
+            outcome = self._exchange(url, options, body, timeout, attempt)
+        finally:
+            _Watchdog.current.watchdog = None
+            if watchdog is not None:
+                watchdog.disarm()
+        if watchdog is not None and watchdog.fired:  # cut short: even a "200" is an incomplete answer
+            return Outcome("timeout", attempt, reason="timeout")
+        return outcome
+
+    def _exchange(self, url: str, options: RequestOptions, body: bytes | None, timeout: float,
+                  attempt: int) -> Outcome:
         auth = (options.username, options.password) if options.username is not None else None
         session = self._session()
         try:
