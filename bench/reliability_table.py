@@ -26,21 +26,38 @@ FAULTS: dict[str, str] = {
     "test_unwritable_storage_refuses_to_start_with_a_clear_error": "Database unwritable at start: exit 1, clear error",
     "test_disk_error_at_run_time_answers_503_and_the_daemon_lives_on":
         "Disk full at run time (file size limit): 503 + Retry-After, clear log, no crash",
-    "test_target_timeout_replies_408": "Downlink HTTP target hangs",
-    "test_target_500_replies_error": "Downlink HTTP target answers 500",
-    "test_slow_target_for_device_a_does_not_delay_device_b": "One slow downlink target, others go on",
     "test_two_hundred_slow_clients_do_not_starve_normal_ones": "200 slowloris connections (1 byte/s)",
     "test_slow_heads_are_dropped_so_a_full_connection_table_frees_up": "Slow clients fill the connection limit",
+}
+# Downlink (attribute update / RPC) target faults: their own table, counted in RPCs and replies.
+# A key with ``[param]`` names one parametrized case; a bare name covers every case.
+DOWNLINK_FAULTS: dict[str, str] = {
+    "test_target_timeout_replies_408": "Target hangs (read timeout)",
+    "test_target_500_replies_error": "Target answers 500",
+    "test_slow_target_for_device_a_does_not_delay_device_b": "One slow target, others go on",
+    "test_faulty_target_gets_clean_error_replies_and_others_go_on[reset]":
+        "Target resets the connection at once (RST before any byte)",
+    "test_faulty_target_gets_clean_error_replies_and_others_go_on[reset_mid]":
+        "Target resets the connection mid-answer (status line, then RST)",
+    "test_faulty_target_gets_clean_error_replies_and_others_go_on[garbage]": "Target answers non-HTTP garbage",
+    "test_faulty_target_gets_clean_error_replies_and_others_go_on[truncated]":
+        "Target answers a truncated body (Content-Length 100, 10 bytes sent)",
+    "test_faulty_target_gets_clean_error_replies_and_others_go_on[endless_headers]":
+        "Target sends header lines without end",
+    "test_dripping_target_is_cut_at_the_response_timeout":
+        "Target trickles header lines just inside the read timeout (cut at responseTimeout)",
+    "test_good_device_still_answers_after_every_fault": "Every faulty target once more, then a good one",
 }
 # Faults the issue lists that no test injects yet: shown as such, never silently left out.
 PENDING: list[str] = []
 FAULT_TESTS = ["tests/e2e/test_durability.py", "tests/e2e/test_credentials.py", "tests/e2e/test_https_and_limits.py",
-               "tests/e2e/test_downlink.py", "tests/e2e/test_slow_clients.py"]
+               "tests/e2e/test_downlink.py", "tests/e2e/test_downlink_faults.py", "tests/e2e/test_slow_clients.py"]
 FUZZ_TESTS = ["tests/fuzz"]
 
 _NODE = re.compile(r"^(tests/\S+?\.py::[^\s]+)")
 _RESULT = re.compile(r"\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 _COUNTS = re.compile(r"(?:sent/)?acknowledged=(\d+)\s+delivered=(\d+)\s+duplicates=(\d+)")
+_DOWNLINK = re.compile(r"downlink: relayed=(\d+)\s+replied=(\d+)\s+errors=(\d+)")
 
 
 @dataclass
@@ -50,11 +67,13 @@ class FaultRun:
     node: str
     result: str = "?"
     counts: list[tuple[int, int, int]] = field(default_factory=list)  # (acknowledged, delivered, duplicates)
+    downlink: list[tuple[int, int, int]] = field(default_factory=list)  # (relayed, replied, errors)
     notes: list[str] = field(default_factory=list)
 
 
 def parse_fault_output(text: str) -> list[FaultRun]:
-    """Test ids, results and printed ``acknowledged= delivered= duplicates=`` lines of a ``-s -v`` run."""
+    """Test ids, results and printed ``acknowledged= delivered= duplicates=`` and
+    ``downlink: relayed= replied= errors=`` lines of a ``-s -v`` run."""
     runs: list[FaultRun] = []
     current: FaultRun | None = None
     for line in text.splitlines():
@@ -67,6 +86,8 @@ def parse_fault_output(text: str) -> list[FaultRun]:
             continue
         for match in _COUNTS.finditer(line):
             current.counts.append(tuple(int(g) for g in match.groups()))  # type: ignore[arg-type]
+        for match in _DOWNLINK.finditer(line):
+            current.downlink.append(tuple(int(g) for g in match.groups()))  # type: ignore[arg-type]
         if line.strip().startswith("slow clients:"):
             current.notes.append(line.strip()[len("slow clients:"):].strip())
         result = _RESULT.search(line)
@@ -85,15 +106,19 @@ def run_pytest(paths: list[str], figures: str, soak: bool, extra: list[str]) -> 
     return done.returncode, done.stdout + done.stderr
 
 
+def _described(name: str, table: dict[str, str]) -> str | None:
+    """The fault a test id injects: its exact entry (parametrized case) or its function's."""
+    return table.get(name, table.get(name.split("[", 1)[0]))
+
+
 def fault_table(runs: list[FaultRun]) -> list[str]:
     lines = ["| Fault | Test | Result | Acknowledged (200) | Delivered | Lost | Duplicated |",
              "|---|---|---|---:|---:|---:|---:|"]
     for run in runs:
         name = run.node.split("::", 1)[1]
-        base = name.split("[", 1)[0]
-        if base not in FAULTS:
+        fault = _described(name, FAULTS)
+        if fault is None:
             continue
-        fault = FAULTS[base]
         if run.counts:
             acked = sum(c[0] for c in run.counts)
             delivered = sum(c[1] for c in run.counts)
@@ -107,6 +132,25 @@ def fault_table(runs: list[FaultRun]) -> list[str]:
             fault += f" ({'; '.join(run.notes)})"
         lines.append(f"| {fault} | `{name}` | {run.result} | {figures} |")
     lines += [f"| {fault} | no test yet | – | – | – | – | – |" for fault in PENDING]
+    return lines
+
+
+def downlink_table(runs: list[FaultRun]) -> list[str]:
+    lines = ["| Fault | Test | Result | RPCs relayed | Replies | Error replies | Unanswered |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for run in runs:
+        name = run.node.split("::", 1)[1]
+        fault = _described(name, DOWNLINK_FAULTS)
+        if fault is None:
+            continue
+        if run.downlink:
+            relayed, replied, errors = (sum(c[i] for c in run.downlink) for i in range(3))
+            # the tests assert replied == relayed, so a PASSED run left no RPC unanswered
+            unanswered = str(relayed - replied) if run.result == "PASSED" else "see test output"
+            figures = f"{relayed} | {replied} | {errors} | {unanswered}"
+        else:
+            figures = "– | – | – | –"
+        lines.append(f"| {fault} | `{name}` | {run.result} | {figures} |")
     return lines
 
 
@@ -159,6 +203,18 @@ def render(fault_runs: list[FaultRun], fault_rc: int, fuzz_rc: int, figures_file
         "",
         *fault_table(fault_runs),
         "",
+        "## Downlink targets",
+        "",
+        "Attribute updates and server-side RPCs relayed to HTTP targets that misbehave. *RPCs relayed*",
+        "is the number of RPCs ThingsBoard published (to the faulty target and, interleaved, to a good",
+        "target for another device); *replies* the replies it got on `v1/gateway/rpc`; *error replies*",
+        "those with `{\"error\", \"code\"}` (docs/downlink.md lists them); *unanswered* must be 0 (each test",
+        "fails otherwise). Each test also checks that later attribute updates of the device still go out,",
+        "the good target's device is answered throughout, and the daemon stays up. Dashes: the test",
+        "asserts the behaviour but prints no counts.",
+        "",
+        *downlink_table(fault_runs),
+        "",
         "## Bad input (fuzzing)",
         "",
         "Cases tried per target and the outcomes seen (HTTP status; `closed` = an incomplete request",
@@ -166,6 +222,12 @@ def render(fault_runs: list[FaultRun], fault_rc: int, fuzz_rc: int, figures_file
         "may give a 500, kill the daemon, or answer without a JSON `{\"error\", \"status\"}` body.",
         "",
         *fuzz_table(figures_file),
+        "",
+        "Coverage-guided fuzzing (optional, by hand): atheris 3.0 installs with `pip install atheris` from",
+        "its manylinux wheel for CPython 3.11 (libFuzzer included, no clang needed), but it is not a",
+        "dependency and this script does not run it. `tests/fuzz/atheris_http.py` feeds libFuzzer's bytes",
+        "to `parse_json`, `read_request` and the connector's Flask app and fails on any exception other",
+        "than a documented 400 or any undocumented answer; its docstring says how to run it.",
         "",
         "Reproduce: `python bench/reliability_table.py` (CI-sized, a few minutes) or",
         "`python bench/reliability_table.py --soak` (20x the fuzz cases).",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from bench.reliability_table import fault_table, fuzz_table, parse_fault_output
+from bench.reliability_table import downlink_table, fault_table, fuzz_table, parse_fault_output
 from tests.fuzz import support
 
 PYTEST_OUTPUT = """\
@@ -29,6 +29,31 @@ def test_printed_counts_are_parsed_per_test() -> None:
     assert rows[0].endswith("| PASSED | 245 | 245 | 0 | 3 |")
     assert rows[1].endswith("| FAILED | 50 | 50 | see test output | 0 |")  # lost is only claimed for a pass
     assert "200 connections" in rows[2] and rows[3].endswith("| PASSED | – | – | – | – |")
+
+
+DOWNLINK_OUTPUT = """\
+tests/e2e/test_downlink_faults.py::test_faulty_target_gets_clean_error_replies_and_others_go_on[garbage] \
+downlink: relayed=6 replied=6 errors=3
+PASSED
+tests/e2e/test_downlink_faults.py::test_good_device_still_answers_after_every_fault downlink: relayed=7 replied=6 \
+errors=5
+FAILED
+tests/e2e/test_downlink.py::test_target_500_replies_error PASSED
+tests/e2e/test_downlink.py::test_spec_echo_rpc_with_reply PASSED
+"""
+
+
+def test_downlink_counts_get_their_own_table() -> None:
+    runs = parse_fault_output(DOWNLINK_OUTPUT)
+    assert [(r.result, r.downlink, r.counts) for r in runs] == [
+        ("PASSED", [(6, 6, 3)], []), ("FAILED", [(7, 6, 5)], []), ("PASSED", [], []), ("PASSED", [], [])]
+    rows = downlink_table(runs)[2:]
+    assert len(rows) == 3  # the echo test injects no fault: not a row
+    assert rows[0].startswith("| Target answers non-HTTP garbage | `test_faulty_target_gets_clean_error_replies")
+    assert rows[0].endswith("| PASSED | 6 | 6 | 3 | 0 |")
+    assert rows[1].endswith("| FAILED | 7 | 6 | 5 | see test output |")  # unanswered is only claimed for a pass
+    assert rows[2].startswith("| Target answers 500 |") and rows[2].endswith("| PASSED | – | – | – | – |")
+    assert fault_table(runs)[2:] == []  # downlink faults stay out of the acknowledged/delivered table
 
 
 def test_outcomes_are_appended_and_merged(tmp_path, monkeypatch) -> None:
