@@ -1,0 +1,132 @@
+"""In-process microbenchmark: CPU µs per request of the WSGI apps (ceiling vs gateway), no server, no network.
+
+It drives each app's WSGI callable directly with a prepared environ, so what it measures is the
+per-request CPU of Flask/werkzeug + the REST handler + the converter + memory storage — the part
+of the HTTP side that the end-to-end benchmark (bench/run.py) cannot separate from waitress and the
+kernel. Figures are ``time.process_time`` per request over ``--requests`` requests, median of
+``--repeat`` runs, so other load on the machine inflates them much less than wall-clock time would.
+
+Run: ``python bench/app_micro.py`` (``--profile`` adds a cProfile of the gateway app).
+This is a measuring tool, not a test: it asserts nothing about speed.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench.ceiling_app import create_app as create_ceiling_app  # noqa: E402
+from bench.scenarios import ENDPOINT, SCENARIOS  # noqa: E402
+from connectors.rest.config import load_rest_config  # noqa: E402
+from connectors.rest.connector import RestConnector  # noqa: E402
+from gateway.storage.memory import MemoryStorage, SizeLimits  # noqa: E402
+from gateway.uplink import GatewayUplink  # noqa: E402
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _Northbound:
+    """Stands in for the MQTT client: the app only asks it for stats."""
+
+    connected = True
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+def gateway_app(converter: dict[str, Any], storage: MemoryStorage) -> WsgiApp:
+    """The gateway's WSGI app for one anonymous POST mapping at ENDPOINT, over memory storage."""
+    mapping = {"endpoint": ENDPOINT, "HTTPMethods": ["POST"], "security": {"type": "anonymous"},
+               "converter": converter}
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "rest.json")
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump({"host": "127.0.0.1", "port": "8080", "mapping": [mapping]}, file)
+        config = load_rest_config(path)
+    connector = RestConnector("bench", config, GatewayUplink(storage, _Northbound()),
+                              [os.path.join(ROOT, "extensions")])
+    return connector.app
+
+
+def _environ(body: bytes) -> dict[str, Any]:
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": ENDPOINT, "SCRIPT_NAME": "", "QUERY_STRING": "",
+            "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)), "SERVER_NAME": "bench",
+            "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+            "wsgi.multiprocess": False, "wsgi.run_once": False, "HTTP_HOST": "bench"}
+
+
+def run_once(app: WsgiApp, body: bytes, requests: int, storage: MemoryStorage) -> tuple[float, str]:
+    """CPU µs per request over ``requests`` requests (after a 10 % warm-up), and the last status."""
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    def drain() -> None:
+        events = storage.peek(100_000)
+        if events:
+            storage.remove_through(events[-1].id)
+
+    for _ in range(max(1, requests // 10)):
+        b"".join(app(_environ(body), start_response))
+    drain()
+    started = time.process_time()
+    for i in range(requests):
+        b"".join(app(_environ(body), start_response))
+        if i % 1000 == 999:
+            drain()  # keep the memory storage small, as the MQTT sender would
+    elapsed = time.process_time() - started
+    drain()
+    return elapsed / requests * 1e6, statuses[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per run (default 20000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per app; the median is printed")
+    parser.add_argument("--scenarios", default="main,wide", help="comma-separated (default main,wide)")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the gateway app")
+    args = parser.parse_args()
+
+    storage = MemoryStorage(SizeLimits(10**9, 10**12))
+    ceiling = create_ceiling_app()
+    for name in args.scenarios.split(","):
+        scenario = SCENARIOS[name]
+        if scenario.fixed_body is None:
+            raise SystemExit(f"scenario {name} has no fixed body; use main or wide")
+        body = scenario.fixed_body.encode()
+        app = gateway_app(scenario.converter, storage)
+        apps: dict[str, WsgiApp] = {"ceiling": ceiling, "gateway": app}
+        results: dict[str, list[float]] = {label: [] for label in apps}
+        status = {}
+        for _ in range(args.repeat):  # interleaved, so machine noise hits both alike
+            for label, wsgi in apps.items():
+                micros, status[label] = run_once(wsgi, body, args.requests, storage)
+                results[label].append(micros)
+        for label, runs in results.items():
+            print(f"{name:5} {label:8} {statistics.median(runs):7.1f} µs/request (median of {len(runs)}: "
+                  f"{', '.join(f'{r:.1f}' for r in runs)}) -> {status[label]}")
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.enable()
+            run_once(app, body, args.requests // 2, storage)
+            profile.disable()
+            pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+
+
+if __name__ == "__main__":
+    main()
