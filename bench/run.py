@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -14,19 +13,29 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.counter import DeliveryCounter  # noqa: E402
 from bench.load import run_load, wrk_binary  # noqa: E402
-from bench.report import RunResult, machine_description, results_section, table, write_results  # noqa: E402
-from bench.scenarios import PENDING_SCENARIOS, SCENARIOS, Scenario  # noqa: E402
+from bench.report import (  # noqa: E402
+    RunResult,
+    machine_description,
+    pin_ratio_table,
+    results_section,
+    table,
+    write_results,
+)
+from bench.rpc import RpcRun, measure_rpc  # noqa: E402
+from bench.scenarios import SCENARIOS, Scenario  # noqa: E402
 from bench.systems import (  # noqa: E402
     ROOT,
     CeilingServer,
     GatewayServer,
     Mosquitto,
+    RpcTargetServer,
     Server,
     cpu_seconds,
     describe,
     peak_rss_mb,
     scratch_dir,
     snapshot,
+    start_py_spy,
 )
 
 SYSTEMS = ("ceiling", "gateway-sqlite", "gateway-memory")
@@ -39,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (medians are taken over them)")
     parser.add_argument("--connections", default="8,64", help="comma list of concurrent connections")
+    parser.add_argument("--rpc-devices", default="100",
+                        help="rpc scenario: comma list of concurrent devices, each with one RPC outstanding")
     parser.add_argument("--scenarios", default="main", help=f"comma list of {', '.join(SCENARIOS)} or all")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of " + ", ".join(SYSTEMS))
     parser.add_argument("--pin", choices=("on", "off", "both"), default="off",
@@ -69,19 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _spy(pid: int, seconds: float, out_dir: str, label: str, cpus: set[int] | None) -> subprocess.Popen[bytes] | None:
-    binary = shutil.which("py-spy")
-    if binary is None:
-        print("py-spy not installed: pip install py-spy", file=sys.stderr)
-        return None
-    os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, f"{label}.txt")
-    return subprocess.Popen([binary, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "200",
-                             "-f", "raw", "-o", out, "--nonblocking", "--gil"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-
-
 def _drain(server: Server, counter: DeliveryCounter, base: int, expected: int, timeout: float) -> float:
     """Wait until the gateway's queue is empty and the counter has gone quiet; seconds until all arrived."""
     start = time.monotonic()
@@ -104,9 +102,17 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             rep: int, broker: Mosquitto, tool: str) -> RunResult:
     """Start ``system`` fresh, warm up, load it, wait for delivery, stop it."""
     server_cpus, load_cpus = (SERVER_CPUS, LOAD_CPUS) if pin else (None, None)
+    if scenario.rpc and system != "ceiling":
+        run = RpcRun(args.warmup, args.duration, args.gateway_threads, args.log_level, args.code_root,
+                     args.switch_interval, args.profile)
+        result = measure_rpc(run, system, scenario, connections, pin, rep, broker, server_cpus, load_cpus)
+        _print_run(result, 0.0)
+        return result
     with scratch_dir(f"bench-{system}-") as workdir:
         server: Server
-        if system == "ceiling":
+        if system == "ceiling" and scenario.rpc:
+            server = RpcTargetServer(workdir, server_cpus)  # its ceiling: the target called directly
+        elif system == "ceiling":
             server = CeilingServer(workdir, server_cpus, args.ceiling_threads)
         else:
             server = GatewayServer(workdir, server_cpus, system.split("-", 1)[1], broker, scenario.mapping(),
@@ -125,7 +131,7 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             spy = None
             if args.profile and server.delivers:
                 label = f"{scenario.name}-c{connections}-{'pin' if pin else 'nopin'}-{system}-r{rep}"
-                spy = _spy(server.pid, args.duration, args.profile, label, load_cpus)
+                spy = start_py_spy(server.pid, args.duration, args.profile, label, load_cpus)
             cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
             load = run_load(tool, server.port, scenario, connections, args.duration, workdir, load_cpus,
                             args.wrk_threads)
@@ -144,23 +150,26 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             server.stop()
     result = RunResult(scenario.name, connections, pin, rep, system, load, scenario.messages_per_request,
                        delivered, drain_s, cpu_pct, rss)
-    ratio = result.delivery_ratio
-    print(f"  {scenario.name:8} c={connections:<3} pin={'y' if pin else 'n'} rep={rep} {system:15} "
-          f"{load.rps:9,.0f} req/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
-          f"non-2xx {load.non_2xx}  err {load.socket_errors}  cpu {cpu_pct:4.0f}%  rss {rss:5.1f} MB"
-          + ("" if ratio is None else f"  delivered/acked {ratio:.4f} (drain {drain_s:.1f} s)"), flush=True)
+    _print_run(result, drain_s)
     return result
+
+
+def _print_run(r: RunResult, drain_s: float) -> None:
+    load, ratio, rpc = r.load, r.delivery_ratio, r.load.tool == "mqtt-rpc"
+    print(f"  {r.scenario:8} c={r.connections:<3} pin={'y' if r.pin else 'n'} rep={r.rep} {r.system:15} "
+          f"{load.rps:9,.0f} {'RPCs' if rpc else 'req'}/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
+          f"{'error replies' if rpc else 'non-2xx'} {load.non_2xx}  {'no reply' if rpc else 'err'} "
+          f"{load.socket_errors}  cpu {r.cpu_pct:4.0f}%  rss {r.rss_mb:5.1f} MB"
+          + ("" if ratio is None else f"  delivered/acked {ratio:.4f} (drain {drain_s:.1f} s)"), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenario_names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
     for name in scenario_names:
-        if name in PENDING_SCENARIOS:
-            print(f"skipping {name}: {PENDING_SCENARIOS[name]}")
-        elif name not in SCENARIOS:
+        if name not in SCENARIOS:
             raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
-    scenarios = [SCENARIOS[n] for n in scenario_names if n in SCENARIOS]
+    scenarios = [SCENARIOS[n] for n in scenario_names]
     systems = args.systems.split(",")
     for system in systems:
         if system not in SYSTEMS:
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--pin needs at least 2 CPUs")
     tool = args.load if args.load != "auto" else ("wrk" if wrk_binary() else "python")
     connections = [int(c) for c in args.connections.split(",")]
+    rpc_devices = [int(c) for c in args.rpc_devices.split(",")]
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__), *(argv or sys.argv[1:])])
     machine = machine_description()
     print("\n".join(machine), flush=True)
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 broker = Mosquitto(broker_dir, LOAD_CPUS if pin else None).start()
                 try:
                     for scenario in scenarios:
-                        for conns in connections:
+                        for conns in rpc_devices if scenario.rpc else connections:
                             for rep in range(1, args.repeat + 1):
                                 for system in systems:
                                     try:
@@ -210,9 +220,17 @@ def main(argv: list[str] | None = None) -> int:
              "starts a fresh server process (fresh SQLite file). Gateway endpoint security: anonymous. "
              "delivered/acked counts telemetry entries at a real subscriber against 2xx answers × messages per "
              "request; it can exceed 1.0 by at most the requests in flight when the load stopped.",
+             "rpc rows: conns = concurrent devices, each with one RPC outstanding (closed loop); req/s = RPCs/s "
+             "answered in the window; p50/p99 = publish -> reply received; non-2xx = error replies; socket err = "
+             "RPCs with no reply. Its ceiling = the same HTTP target called directly by the load generator "
+             "with as many connections." if any(s.rpc for s in scenarios) else "",
              f"Gateway code: {revision}.",
              *[f"Note: {n}" for n in args.note], *[f"FAILED RUN: {f[:300]}" for f in failures]]
+    notes = [n for n in notes if n]
     print("\n".join(table(results)))
+    pin_lines = pin_ratio_table(results)
+    if pin_lines:
+        print("\n" + "\n".join(pin_lines))
     if args.results:
         write_results(args.results, results_section(command, machine, results, notes, args.label), args.label)
         print(f"results written to {args.results}")
@@ -221,10 +239,14 @@ def main(argv: list[str] | None = None) -> int:
             json.dump([r.as_json() for r in results], fh, indent=1)
     lost = [r for r in results if r.delivery_ratio is not None and not r.delivery_ratio >= 1.0]
     failed = [r for r in results if r.load.acknowledged == 0]
+    unanswered = [r for r in results if r.load.tool == "mqtt-rpc" and (r.load.socket_errors or r.load.non_2xx)]
+    for r in unanswered:
+        print(f"RPC FAILURES: {r.system} c={r.connections} rep={r.rep}: {r.load.socket_errors} RPCs got no reply, "
+              f"{r.load.non_2xx} error replies", file=sys.stderr)
     for r in lost:
         print(f"LOST DATA: {r.system} {r.scenario} c={r.connections} rep={r.rep}: delivered {r.delivered} of "
               f"{r.expected} acknowledged", file=sys.stderr)
-    return 1 if lost or failed or failures else 0
+    return 1 if lost or failed or failures or unanswered else 0
 
 
 if __name__ == "__main__":

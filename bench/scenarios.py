@@ -59,6 +59,7 @@ class Scenario:
     messages_per_request: int
     fixed_body: str | None = None  # the same body every request
     device_prefix: str | None = None  # else: SPEC_BODY with sensorName = prefix + (n % DISTINCT_DEVICES)
+    rpc: bool = False  # RPC round trip over MQTT (bench/rpc.py); fixed_body is then the RPC's params
 
     def mapping(self) -> dict[str, Any]:
         return {"endpoint": ENDPOINT, "HTTPMethod": ["POST"], "security": {"type": "anonymous"},
@@ -127,5 +128,7 @@ SCENARIOS: dict[str, Scenario] = {
     "wide": Scenario("wide", f"~2 KB body, {WIDE_KEYS} timeseries expressions", _wide_converter(), 1,
                      fixed_body=_dumps(_wide_body())),
 }
-# "rpc" (publish on v1/gateway/rpc -> HTTP target -> reply) needs the downlink, still being built.
-PENDING_SCENARIOS = {"rpc": "RPC round trip: not measured yet, the downlink (serverSideRpc) is being built"}
+RPC_PARAMS = {"command": "ping", "seq": 0}
+SCENARIOS["rpc"] = Scenario(
+    "rpc", "RPC round trip: v1/gateway/rpc -> serverSideRpc -> local HTTP target -> reply on v1/gateway/rpc",
+    SPEC_CONVERTER, 1, fixed_body=_dumps(RPC_PARAMS), rpc=True)

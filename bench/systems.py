@@ -179,6 +179,19 @@ class CeilingServer(Server):
                 "--threads", str(self.threads)]
 
 
+class RpcTargetServer(Server):
+    """bench/rpc_target.py: the RPC scenario's HTTP target, echoing each request's body at once."""
+
+    name = "rpc-target"
+
+    def command(self) -> list[str]:
+        return [sys.executable, os.path.join(BENCH, "rpc_target.py"), "--port", str(self.port)]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 class GatewayServer(Server):
     """``python -m gateway run`` on a generated gateway.yaml + rest.json, storage in its own folder."""
 
@@ -186,13 +199,15 @@ class GatewayServer(Server):
 
     def __init__(self, workdir: str, cpus: set[int] | None, storage: str, broker: Mosquitto,
                  mapping: dict[str, Any], threads: int | None, log_level: str = "INFO",
-                 code_root: str = ROOT, switch_interval: float | None = None) -> None:
+                 code_root: str = ROOT, switch_interval: float | None = None,
+                 rest_extra: dict[str, Any] | None = None) -> None:
         self.name = f"gateway-{storage}"
         self.switch_interval = switch_interval
         super().__init__(workdir, cpus, code_root)
         rest: dict[str, Any] = {"host": "127.0.0.1", "port": str(self.port), "mapping": [mapping]}
         if threads is not None:
             rest["threads"] = threads
+        rest.update(rest_extra or {})  # e.g. the RPC scenario's serverSideRpc section
         storage_cfg: dict[str, Any] = {"type": storage}
         if storage == "sqlite":
             storage_cfg["data_file_path"] = "./data/gateway.db"
@@ -226,6 +241,20 @@ class GatewayServer(Server):
 
     def pending(self) -> int:
         return int(self.health().get("storage", {}).get("events", -1))
+
+
+def start_py_spy(pid: int, seconds: float, out_dir: str, label: str,
+                 cpus: set[int] | None) -> subprocess.Popen[bytes] | None:
+    """py-spy records ``pid`` (GIL holder only) for ``seconds`` into ``out_dir/label.txt``; None if missing."""
+    binary = shutil.which("py-spy")
+    if binary is None:
+        print("py-spy not installed: pip install py-spy", file=sys.stderr)
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"{label}.txt")
+    return subprocess.Popen([binary, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "200",
+                             "-f", "raw", "-o", out, "--nonblocking", "--gil"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cpus))
 
 
 def snapshot(rev: str, into: str) -> str:
