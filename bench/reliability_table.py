@@ -46,6 +46,7 @@ DOWNLINK_FAULTS: dict[str, str] = {
         "Target sends header lines without end",
     "test_dripping_target_is_cut_at_the_response_timeout":
         "Target trickles header lines just inside the read timeout (cut at responseTimeout)",
+    "test_https_target_answers_within_the_response_timeout": "Good HTTPS target (deadline watchdog on TLS)",
     "test_good_device_still_answers_after_every_fault": "Every faulty target once more, then a good one",
 }
 # Faults the issue lists that no test injects yet: shown as such, never silently left out.

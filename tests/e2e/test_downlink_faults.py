@@ -7,6 +7,7 @@ published, replies received, error replies) for docs/reliability.md (bench/relia
 """
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import requests
 
 from tests.fixtures.bad_http_target import MODES, BadHttpTargets
 from tests.fixtures.broker import Broker, Subscriber
+from tests.fixtures.certs import write_cert
 from tests.fixtures.daemon import DaemonProcess
 from tests.fixtures.http_target import HttpTarget
 
@@ -33,7 +35,7 @@ def device_prefix(mode: str) -> str:
     return mode.upper().replace("_", "")
 
 
-def rest_config(good: str, bad: BadHttpTargets) -> dict[str, Any]:
+def rest_config(good: str, bad: BadHttpTargets, tls_good: str) -> dict[str, Any]:
     update = {"HTTPMethod": "POST", "httpHeaders": {"Content-Type": "application/json"},
               "security": {"type": "anonymous"}, "timeout": RPC_TIMEOUT, "tries": TRIES,
               "valueExpression": UPDATE_VALUE}
@@ -53,6 +55,7 @@ def rest_config(good: str, bad: BadHttpTargets) -> dict[str, Any]:
     updates.append({**update, "deviceNameFilter": "GOOD-.*", "attributeFilter": ".*",
                     "requestUrlExpression": good + "/ok/${deviceName}"})
     rpcs.append({**rpc, "deviceNameFilter": "GOOD-.*", "requestUrlExpression": good + "/echo/${deviceName}"})
+    rpcs.append({**rpc, "deviceNameFilter": "TLS-.*", "requestUrlExpression": tls_good + "/echo/${deviceName}"})
     return {"host": "127.0.0.1", "SSL": False,
             "mapping": [{"endpoint": "/data", "HTTPMethod": ["POST"], "security": {"type": "anonymous"},
                          "converter": {"type": "json", "deviceNameExpression": "${dev}",
@@ -67,9 +70,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProces
     broker = Broker(tmp_path_factory.mktemp("broker"))
     broker.start()
     good = HttpTarget(keep_alive=False).start()
+    tls_good = HttpTarget(keep_alive=False)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*write_cert(tmp_path_factory.mktemp("certs"), "target"))
+    tls_good.server.socket = context.wrap_socket(tls_good.server.socket, server_side=True)
+    tls_good.start()
     bad = BadHttpTargets().start()
     subscriber = Subscriber(broker).start()
-    daemon = DaemonProcess(str(tmp_path_factory.mktemp("gw")), broker, rest_config(good.url, bad))
+    daemon = DaemonProcess(str(tmp_path_factory.mktemp("gw")), broker,
+                           rest_config(good.url, bad, f"https://127.0.0.1:{tls_good.port}"))
     try:
         daemon.start()
         assert subscriber.wait_for(lambda m: any(t == "v1/devices/me/rpc/request/1" for t, _, _ in m), 10), \
@@ -80,6 +89,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProces
             daemon.stop()
         subscriber.close()
         bad.close()
+        tls_good.close()
         good.close()
         broker.stop()
 
@@ -154,6 +164,16 @@ def test_dripping_target_is_cut_at_the_response_timeout(env):
     assert [got[i] for i in sorted(ids)] == [{"error": "timeout", "code": 408}] * 2
     assert got[8100] == {"result": {"n": 8100}}
     assert bad.connections("drip") >= 2 and daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_https_target_answers_within_the_response_timeout(env):
+    """The deadline watchdog sits on TLS connections too (SSLVerify is off by default)."""
+    _, subscriber, _, _ = env
+    subscriber.publish("v1/gateway/rpc", {"device": "TLS-1", "data": {"id": 8200, "method": "get",
+                                                                     "params": {"tls": True}}})
+    assert subscriber.wait_for(lambda _m: 8200 in replies(subscriber, {8200}), 10)
+    print("downlink: relayed=1 replied=1 errors=0")
+    assert replies(subscriber, {8200})[8200] == {"result": {"tls": True}}
 
 
 def test_good_device_still_answers_after_every_fault(env):

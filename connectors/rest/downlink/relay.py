@@ -121,16 +121,24 @@ class _Watchdog:
             self._timer.cancel()
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Mixin for urllib3 connections: the try's watchdog (if any) watches the socket of the answer."""
+
+    sock: socket.socket | None
+
     def getresponse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         watchdog = getattr(_Watchdog.current, "watchdog", None)
         if watchdog is not None:
             watchdog.arm(self.sock)
-        return super().getresponse(*args, **kwargs)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    getresponse = _WatchedHTTPConnection.getresponse
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
