@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,8 +84,15 @@ class RpcPlatform:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
+        self.client.on_socket_open = self._on_socket_open
 
     # ------------------------------------------------------------------ MQTT callbacks
+
+    @staticmethod
+    def _on_socket_open(client: mqtt.Client, userdata: object, sock: Any) -> None:
+        """No Nagle on our side, as ThingsBoard's Netty transport (its default TCP_NODELAY is on)."""
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
                     props: object) -> None:

@@ -87,7 +87,7 @@ class Mosquitto:
         with open(conf, "w", encoding="ascii") as fh:
             fh.write(f"listener {self.port} 127.0.0.1\npersistence false\nallow_anonymous true\n"
                      f"log_dest file {os.path.join(self.workdir, 'mosquitto.log')}\nlog_type error\n"
-                     "log_type warning\nmax_inflight_messages 0\nmax_queued_messages 1000000\n")
+                     "log_type warning\nmax_inflight_messages 0\nmax_queued_messages 1000000\nset_tcp_nodelay true\n")
         self.proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, preexec_fn=pinned(self.cpus))
         deadline = time.monotonic() + timeout
