@@ -5,6 +5,7 @@ import json
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,10 @@ class RpcPlatform:
         self._probes: set[int] = set()
         self._next_id = 0
         self._sending = False
+        self._rate = 0.0  # 0: closed loop; else RPCs/s paced over the idle devices (open loop)
+        self._idle: deque[int] = deque()
+        self._pacer: threading.Thread | None = None
+        self.deferred = 0  # open loop: ticks with every device still waiting (the rate was not reachable)
         self.window = _Window()
         self.sent = 0
         self.replied = 0
@@ -122,7 +127,9 @@ class RpcPlatform:
                 self.window.latencies.append(now - sent_at)
                 self.window.errors += not ok
             self._answered.notify_all()
-            again = self._sending and index >= 0
+            again = self._sending and index >= 0 and not self._rate
+            if index >= 0 and self._rate:
+                self._idle.append(index)
         if again:
             self._send(index)
 
@@ -166,12 +173,37 @@ class RpcPlatform:
                     return
         raise RuntimeError(f"the gateway answered no RPC in {timeout:.0f} s")
 
-    def run(self) -> None:
-        """Start the closed loop: one RPC per device now, the next one on each reply."""
+    def run(self, rate: float = 0.0) -> None:
+        """Start sending. ``rate`` 0: closed loop, one RPC per device now and the next on each reply.
+
+        ``rate`` > 0: open loop, ``rate`` RPCs/s in all, each to a device with none outstanding.
+        """
         with self._lock:
-            self._sending = True
+            self._sending, self._rate = True, rate
+            self._idle = deque(range(self.devices))
+        if rate:
+            self._pacer = threading.Thread(target=self._pace, name="bench-rpc-pacer", daemon=True)
+            self._pacer.start()
+            return
         for index in range(self.devices):
             self._send(index)
+
+    def _pace(self) -> None:
+        interval = 1.0 / self._rate
+        due = time.perf_counter()
+        while True:
+            with self._lock:
+                if not self._sending:
+                    return
+                index = self._idle.popleft() if self._idle else None
+                if index is None:
+                    self.deferred += 1
+            if index is not None:
+                self._send(index)
+            due += interval
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
 
     def open_window(self) -> None:
         with self._lock:
@@ -182,6 +214,8 @@ class RpcPlatform:
         with self._lock:
             self.window.end = time.perf_counter()
             self._sending = False
+        if self._pacer is not None:
+            self._pacer.join(5)
 
     def wait_outstanding(self, timeout: float) -> int:
         """Wait for the replies still due; the number of RPCs that got none."""
@@ -215,6 +249,7 @@ class RpcRun:
     code_root: str
     switch_interval: float | None
     profile: str | None
+    rate: float = 0.0  # RPCs/s, open loop; 0: closed loop
     reply_timeout: float = 5.0
 
 
@@ -232,7 +267,7 @@ def measure_rpc(run: RpcRun, system: str, scenario: Scenario, devices: int, pin:
             server.start()
             platform.start()
             platform.wait_ready()
-            platform.run()
+            platform.run(run.rate)
             time.sleep(run.warmup)
             spy = None
             if run.profile:
@@ -253,4 +288,8 @@ def measure_rpc(run: RpcRun, system: str, scenario: Scenario, devices: int, pin:
             target.stop()
     if platform.error_examples:
         print(f"  rpc error replies ({platform.errors}), e.g. {platform.error_examples}", flush=True)
-    return RunResult(scenario.name, devices, pin, rep, system, platform.result(missing), 1, None, 0.0, cpu_pct, rss)
+    if platform.deferred:
+        print(f"  rpc: {platform.deferred} ticks found every device waiting: {run.rate:g} RPCs/s was not reached",
+              flush=True)
+    name = f"{scenario.name}@{run.rate:g}/s" if run.rate else scenario.name
+    return RunResult(name, devices, pin, rep, system, platform.result(missing), 1, None, 0.0, cpu_pct, rss)

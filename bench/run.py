@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", default="8,64", help="comma list of concurrent connections")
     parser.add_argument("--rpc-devices", default="100",
                         help="rpc scenario: comma list of concurrent devices, each with one RPC outstanding")
+    parser.add_argument("--rpc-rate", default="0",
+                        help="rpc scenario: comma list of RPCs/s in all, open loop (0: closed loop, as fast as "
+                             "answered); rows with a rate are named rpc@RATE/s and have no ceiling")
     parser.add_argument("--scenarios", default="main", help=f"comma list of {', '.join(SCENARIOS)} or all")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of " + ", ".join(SYSTEMS))
     parser.add_argument("--pin", choices=("on", "off", "both"), default="off",
@@ -99,12 +102,12 @@ def _drain(server: Server, counter: DeliveryCounter, base: int, expected: int, t
 
 
 def measure(args: argparse.Namespace, system: str, scenario: Scenario, connections: int, pin: bool,
-            rep: int, broker: Mosquitto, tool: str) -> RunResult:
+            rep: int, broker: Mosquitto, tool: str, rpc_rate: float = 0.0) -> RunResult:
     """Start ``system`` fresh, warm up, load it, wait for delivery, stop it."""
     server_cpus, load_cpus = (SERVER_CPUS, LOAD_CPUS) if pin else (None, None)
     if scenario.rpc and system != "ceiling":
         run = RpcRun(args.warmup, args.duration, args.gateway_threads, args.log_level, args.code_root,
-                     args.switch_interval, args.profile)
+                     args.switch_interval, args.profile, rpc_rate)
         result = measure_rpc(run, system, scenario, connections, pin, rep, broker, server_cpus, load_cpus)
         _print_run(result, 0.0)
         return result
@@ -163,6 +166,19 @@ def _print_run(r: RunResult, drain_s: float) -> None:
           + ("" if ratio is None else f"  delivered/acked {ratio:.4f} (drain {drain_s:.1f} s)"), flush=True)
 
 
+def _plan(scenarios: list[Scenario], connections: list[int], rpc_devices: list[int], rpc_rates: list[float],
+          repeat: int, systems: list[str]) -> list[tuple[Scenario, int, float, int, str]]:
+    """Every run in order: systems interleaved within each repetition; an RPC rate has no ceiling run."""
+    plan = []
+    for scenario in scenarios:
+        for conns in rpc_devices if scenario.rpc else connections:
+            for rate in rpc_rates if scenario.rpc else [0.0]:
+                for rep in range(1, repeat + 1):
+                    plan += [(scenario, conns, rate, rep, system) for system in systems
+                             if not (rate and system == "ceiling")]
+    return plan
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenario_names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
@@ -180,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     tool = args.load if args.load != "auto" else ("wrk" if wrk_binary() else "python")
     connections = [int(c) for c in args.connections.split(",")]
     rpc_devices = [int(c) for c in args.rpc_devices.split(",")]
+    rpc_rates = [float(r) for r in args.rpc_rate.split(",")]
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__), *(argv or sys.argv[1:])])
     machine = machine_description()
     print("\n".join(machine), flush=True)
@@ -200,16 +217,13 @@ def main(argv: list[str] | None = None) -> int:
             with scratch_dir("bench-broker-") as broker_dir:
                 broker = Mosquitto(broker_dir, LOAD_CPUS if pin else None).start()
                 try:
-                    for scenario in scenarios:
-                        for conns in rpc_devices if scenario.rpc else connections:
-                            for rep in range(1, args.repeat + 1):
-                                for system in systems:
-                                    try:
-                                        results.append(measure(args, system, scenario, conns, pin, rep, broker,
-                                                               tool))
-                                    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                                        failures.append(f"{scenario.name} c={conns} rep={rep} {system}: {exc}")
-                                        print(f"RUN FAILED: {failures[-1][:2000]}", file=sys.stderr, flush=True)
+                    for scenario, conns, rate, rep, system in _plan(scenarios, connections, rpc_devices, rpc_rates,
+                                                                    args.repeat, systems):
+                        try:
+                            results.append(measure(args, system, scenario, conns, pin, rep, broker, tool, rate))
+                        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                            failures.append(f"{scenario.name} c={conns} rep={rep} {system}: {exc}")
+                            print(f"RUN FAILED: {failures[-1][:2000]}", file=sys.stderr, flush=True)
                 finally:
                     broker.stop()
     finally:
