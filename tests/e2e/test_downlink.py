@@ -103,6 +103,13 @@ def reply(subscriber: Subscriber, device: str, request_id: int, timeout: float =
     return message["data"]
 
 
+def print_counts(subscriber: Subscriber, ids: list[int]) -> None:
+    """The ``downlink: relayed= replied= errors=`` line bench/reliability_table.py reads, from what arrived."""
+    replies = {m["id"]: m.get("data") for m in subscriber.on("v1/gateway/rpc") if m.get("id") in ids}
+    errors = sum(1 for data in replies.values() if isinstance(data, dict) and "error" in data)
+    print(f"downlink: relayed={len(ids)} replied={len(replies)} errors={errors}")
+
+
 def update(subscriber: Subscriber, device: str, data: dict[str, Any]) -> None:
     subscriber.publish("v1/gateway/attributes", {"device": device, "data": data})
 
@@ -195,12 +202,14 @@ def test_target_timeout_replies_408(env):
     _, subscriber, _ = env
     rpc(subscriber, "SN-TO", 105, "timeout", {})
     assert reply(subscriber, "SN-TO", 105) == {"error": "timeout", "code": 408}
+    print_counts(subscriber, [105])
 
 
 def test_target_500_replies_error(env):
     _, subscriber, _ = env
     rpc(subscriber, "SN-500", 106, "fail", {})
     assert reply(subscriber, "SN-500", 106) == {"error": "Internal Server Error", "code": 500}
+    print_counts(subscriber, [106])
 
 
 def test_no_matching_entry_replies_404_at_once(env):
@@ -218,6 +227,7 @@ def test_slow_target_for_device_a_does_not_delay_device_b(env):
     assert reply(subscriber, "FAST-B", 109) == {"result": {"b": 1}}
     assert not [m for m in subscriber.on("v1/gateway/rpc") if m.get("id") == 108 and "result" in m.get("data", {})]
     assert reply(subscriber, "SLOW-A", 108) == {"result": {"slow": True}}
+    print_counts(subscriber, [108, 109])
 
 
 def test_spec_post_attributes_rpc_posts_back_into_the_gateway(env):
