@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Request, Response
+from flask import Response
+from werkzeug.wrappers import Request
 
 from connectors.base import Uplink, UplinkUnavailable
 from connectors.rest.model import Mapping

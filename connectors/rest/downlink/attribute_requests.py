@@ -6,7 +6,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Request, Response
+from flask import Response
+from werkzeug.wrappers import Request
 
 from connectors.base import Uplink, UplinkUnavailable
 from connectors.rest.model import Security, normalise_methods

@@ -1,0 +1,137 @@
+"""Serves the mapping endpoints straight from WSGI, in front of Flask, because Flask's per-request cost is most of ours.
+
+Measured in-process (bench/app_micro.py, issue #5): a bare Flask app that only reads the body costs
+~48 µs CPU per request, nearly all of it Flask's machinery — request context push/pop, URL adapter
+``bind_to_environ``, blinker signals, ``preprocess_request``/``process_response``, teardown. The
+mapping endpoints use none of it: their handlers only need a werkzeug ``Request`` and return a
+``Response``. So :class:`MappingDispatch` wraps ``app.wsgi_app`` (the idiomatic Flask middleware
+hook) and, for a request whose path and method a mapping handler serves, calls the handler
+directly. Everything else — other paths, a method the endpoint does not serve (405 with
+``Allow``), HEAD, redirects for slashes, ``/health``, the device API — falls through to Flask
+unchanged, so Flask stays the single source of routing and error answers.
+
+Which requests take the direct path is decided by asking Flask's own URL map, so the route chosen
+is always the one Flask would choose:
+
+* endpoints without path variables: at the first request, each (path, method) of a mapping is
+  matched against the full URL map once; those that resolve to that mapping go into a dict keyed
+  by the raw ``PATH_INFO`` and method — one dict lookup per request;
+* endpoints with path variables: the URL map is matched per request (``Map.bind`` + ``match``,
+  without the rest of Flask's machinery) and a match on a mapping endpoint calls its handler.
+
+Errors keep Flask's answers: an ``HTTPException`` while handling (413 for a body over
+``maxBodySize``, a client disconnect) gets the same JSON body as the Flask error handler, and any
+other exception is logged with its traceback and answered with the same 500 JSON.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map
+from werkzeug.wrappers import Request, Response
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class RequestHandler(Protocol):
+    """What a mapping or attributeRequests handler looks like to the dispatcher."""
+
+    def __call__(self, request: Request, path_vars: dict[str, Any]) -> Response: ...
+
+
+ErrorAnswer = Callable[[HTTPException, Request], Response]
+InternalError = Callable[[Request], Response]
+
+
+class MappingDispatch:
+    """WSGI middleware: mapping requests go straight to their handler, the rest to ``app`` (Flask).
+
+    ``routes`` maps a Flask endpoint name (as registered on ``url_map``) to that endpoint's
+    handlers by method. ``http_error`` and ``internal_error`` build the same answers as the Flask
+    app's error handlers; ``internal_error`` is called after the traceback has been logged.
+    """
+
+    def __init__(
+        self,
+        app: WsgiApp,
+        url_map: Map,
+        routes: dict[str, dict[str, RequestHandler]],
+        static_paths: dict[str, str],
+        max_body_bytes: int,
+        http_error: ErrorAnswer,
+        internal_error: InternalError,
+        logger: logging.Logger,
+    ) -> None:
+        """``static_paths`` maps the endpoint name of each mapping without path variables to its path."""
+        self.app = app
+        self.url_map = url_map
+        self.routes = routes
+        self._static_paths = static_paths
+        self._dynamic = any(name not in static_paths for name in routes)
+        self._http_error = http_error
+        self._internal_error = internal_error
+        self.log = logger
+        self._request_class = type("MappingRequest", (Request,), {"max_content_length": max_body_bytes})
+        self._table: dict[tuple[str, str], RequestHandler] | None = None
+        self._table_lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        table = self._table if self._table is not None else self._build_table()
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")
+        handler = table.get((path, method))
+        path_vars: dict[str, Any] = {}
+        if handler is None:
+            if not self._dynamic:
+                return self.app(environ, start_response)
+            found = self._match(path, method)
+            if found is None:
+                return self.app(environ, start_response)
+            handler, path_vars = found
+        request = self._request_class(environ)
+        try:
+            response = handler(request, path_vars)
+        except HTTPException as exc:
+            response = self._http_error(exc, request)
+        except Exception:
+            self.log.exception("unexpected error on %s %s", request.method, request.path)
+            response = self._internal_error(request)
+        return response(environ, start_response)
+
+    def _match(self, raw_path: str, method: str) -> tuple[RequestHandler, dict[str, Any]] | None:
+        """The handler and path variables Flask's URL map gives this request, if it is a mapping's."""
+        try:
+            path = raw_path.encode("latin-1").decode("utf-8", "replace")  # as werkzeug decodes PATH_INFO
+            name, args = self.url_map.bind("", path_info=path).match(method=method)
+        except (HTTPException, UnicodeError):  # 404, 405, redirects: Flask answers them
+            return None
+        by_method = self.routes.get(name)  # type: ignore[arg-type]
+        if by_method is None:
+            return None
+        handler = by_method.get(method)
+        return None if handler is None else (handler, args)
+
+    def _build_table(self) -> dict[tuple[str, str], RequestHandler]:
+        """(raw PATH_INFO, method) → handler for the static endpoints, checked against the URL map.
+
+        Built at the first request, once every route (the device API's too) is registered: Flask
+        itself refuses new routes after its first request.
+        """
+        with self._table_lock:
+            if self._table is not None:
+                return self._table
+            table: dict[tuple[str, str], RequestHandler] = {}
+            for name, path in self._static_paths.items():
+                for method, handler in self.routes[name].items():
+                    try:
+                        matched, _ = self.url_map.bind("", path_info=path).match(method=method)
+                    except HTTPException:
+                        continue
+                    if matched == name:
+                        table[(path.encode("utf-8").decode("latin-1"), method)] = handler
+            self._table = table
+            return table
