@@ -8,6 +8,7 @@ published, replies received, error replies) for docs/reliability.md (bench/relia
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,6 +165,25 @@ def test_dripping_target_is_cut_at_the_response_timeout(env):
     assert [got[i] for i in sorted(ids)] == [{"error": "timeout", "code": 408}] * 2
     assert got[8100] == {"result": {"n": 8100}}
     assert bad.connections("drip") >= 2 and daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_attribute_update_to_a_dripping_target_fails_within_its_tries(env):
+    """No responseTimeout here: each try of the update is bounded by its ``timeout`` in all."""
+    daemon, subscriber, good, bad = env
+    device = f"{device_prefix('drip')}-3"
+    connections_before = bad.connections("drip")
+    started = time.monotonic()
+    subscriber.publish("v1/gateway/attributes", {"device": device, "data": {"fw": "3.0"}})
+    subscriber.publish("v1/gateway/attributes", {"device": device, "data": {"ok": "after-drip"}})
+    # the later update of the same device waits for the dripping one: TRIES x RPC_TIMEOUT + a backoff
+    # (~1.1 s); were a try bounded per read only, each would last the target's 100 header lines (30 s)
+    (later,) = good.wait_count(f"/ok/{device}", 1, timeout=10)
+    elapsed = time.monotonic() - started
+    assert later.json() == {"deviceName": device, "ok": "after-drip"}
+    assert elapsed >= TRIES * RPC_TIMEOUT * 0.9, elapsed  # it did wait for the tries, not skip them
+    assert bad.wait_connections("drip", connections_before + TRIES)
+    assert f"attribute fw of device {device} not relayed" in daemon.log_text()
+    assert f"after {TRIES} tries: timeout" in daemon.log_text()
 
 
 def test_https_target_answers_within_the_response_timeout(env):

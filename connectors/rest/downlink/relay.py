@@ -18,6 +18,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import InsecureRequestWarning
 
 from connectors.rest.downlink.model import RequestOptions
+from connectors.rest.downlink.watchdog import Watchdog
 
 #: the largest target response read (an RPC reply must fit one MQTT message anyway)
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -91,46 +92,29 @@ def _short(exc: Exception, url: str) -> str:
     return f"cannot connect to {host}: {cause}"
 
 
-class _Watchdog:
-    """Shuts a try's socket down at the exchange deadline: ``timeout`` bounds each read, not a target
-    that sends a byte just before every timeout, so only this makes ``responseTimeout`` hold."""
-
-    current = threading.local()  # the watchdog of the try running on this thread, if any
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.fired = False
-        self._timer: threading.Timer | None = None
-
-    def arm(self, sock: socket.socket | None) -> None:
-        if sock is None or self._timer is not None:
-            return
-        self._timer = threading.Timer(max(self.deadline - time.monotonic(), 0.0), self._fire, (sock,))
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self, sock: socket.socket) -> None:
-        self.fired = True
-        try:
-            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once; the try fails
-        except OSError:
-            pass
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
 class _Watched:
-    """Mixin for urllib3 connections: the try's watchdog (if any) watches the socket of the answer."""
+    """Mixin for urllib3 connections: the try's watch (if any) gets each socket the connection uses."""
 
     sock: socket.socket | None
+    current = threading.local()  # (watchdog, watch) of the try running on this thread, if any
 
-    def getresponse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        watchdog = getattr(_Watchdog.current, "watchdog", None)
-        if watchdog is not None:
-            watchdog.arm(self.sock)
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+    def _attach(self, sock: socket.socket | None) -> None:
+        armed = getattr(_Watched.current, "armed", None)
+        if armed is not None:
+            armed[0].attach(armed[1], sock)
+
+    def _new_conn(self):  # type: ignore[no-untyped-def]
+        sock = super()._new_conn()  # type: ignore[misc]
+        self._attach(sock)  # the plain TCP socket: a TLS handshake is cut too
+        return sock
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._attach(self.sock)  # the TLS socket replaces the plain one (which it detached)
+
+    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._attach(self.sock)  # a reused keep-alive connection (None for a new one: connect attaches)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
 class _WatchedHTTPConnection(_Watched, HTTPConnection):
@@ -150,7 +134,7 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
 
 
 class _WatchedAdapter(HTTPAdapter):
-    """Connections whose responses a :class:`_Watchdog` can cut at the exchange deadline."""
+    """Connections whose sockets a :class:`Watchdog` can cut at a try's deadline."""
 
     def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         super().init_poolmanager(*args, **kwargs)
@@ -165,6 +149,7 @@ class Relay:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._stop = stop or threading.Event()
+        self._watchdog = Watchdog()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -182,7 +167,9 @@ class Relay:
              deadline: float | None = None) -> Outcome:
         """Send with up to ``options.tries`` tries; retry connection errors, timeouts and 5xx.
 
-        ``deadline`` (a ``time.monotonic()`` value) bounds the whole exchange, backoff included.
+        Each try (connect, send, response headers and body) ends after ``options.timeout`` in all,
+        however the target trickles its bytes. ``deadline`` (a ``time.monotonic()`` value) bounds the
+        whole exchange, backoff included.
         """
         last = Outcome("timeout", 0, reason="timeout")
         for attempt in range(1, options.tries + 1):
@@ -192,7 +179,7 @@ class Relay:
                 if remaining <= 0:
                     return Outcome("timeout", attempt - 1, reason="timeout")
                 timeout = min(timeout, remaining)
-            last = self._once(url, options, body, timeout, attempt, deadline)
+            last = self._once(url, options, body, timeout, attempt)
             retriable = last.kind in ("timeout", "connection") or (last.kind == "http" and last.status >= 500)
             if not retriable or attempt == options.tries:
                 return last
@@ -204,16 +191,16 @@ class Relay:
         return last
 
     def _once(self, url: str, options: RequestOptions, body: bytes | None, timeout: float,
-              attempt: int, deadline: float | None = None) -> Outcome:
-        watchdog = _Watchdog(deadline) if deadline is not None else None
-        _Watchdog.current.watchdog = watchdog
+              attempt: int) -> Outcome:
+        """One try, cut by the watchdog ``timeout`` seconds from now whatever it is blocked in."""
+        watch = self._watchdog.arm(time.monotonic() + timeout)
+        _Watched.current.armed = (self._watchdog, watch)
         try:
             outcome = self._exchange(url, options, body, timeout, attempt)
         finally:
-            _Watchdog.current.watchdog = None
-            if watchdog is not None:
-                watchdog.disarm()
-        if watchdog is not None and watchdog.fired:  # cut short: even a "200" is an incomplete answer
+            _Watched.current.armed = None
+            fired = self._watchdog.disarm(watch)
+        if fired:  # cut short: even a "200" is an incomplete answer
             return Outcome("timeout", attempt, reason="timeout")
         return outcome
 
@@ -255,7 +242,8 @@ class Relay:
                        body=b"".join(chunks), content_type=response.headers.get("Content-Type", ""))
 
     def close(self) -> None:
-        """Close every session (their pooled connections)."""
+        """Close every session (their pooled connections) and end the watchdog thread."""
+        self._watchdog.close()
         with self._lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
