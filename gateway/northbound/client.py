@@ -44,6 +44,8 @@ CONNACK_TIMEOUT = 10.0
 #: CONNACK codes that mean the credentials are wrong (MQTT 5 values; paho maps 3.1.1's 4/5 to 0x86/0x87)
 CREDENTIAL_REFUSALS = frozenset({2, 4, 5, 0x85, 0x86, 0x87, 0x8C})
 TOPIC_CLAIM = "v1/gateway/claim"
+#: default linger (ms): under load, the sender waits this long for more events to share a publish
+DEFAULT_SEND_LINGER_MS = 5.0
 
 
 class _OwnCall:
@@ -69,13 +71,16 @@ class Northbound:
 
     def __init__(self, config: ThingsBoardConfig, storage: EventStorage,
                  logger: logging.Logger | None = None, dead_letter_path: str | None = None,
-                 read_batch: int = 1000) -> None:
+                 read_batch: int = 1000, linger_ms: float | None = None) -> None:
         self.config = config
         self.storage = storage
         self.log = logger or logging.getLogger("rest_gateway.northbound")
         self.dead_letter_path = dead_letter_path
         self.dead_letters = DeadLetterFile(dead_letter_path, self.log)
         self.read_batch = read_batch
+        if linger_ms is None:
+            linger_ms = getattr(config, "send_linger_ms", DEFAULT_SEND_LINGER_MS)
+        self.linger = max(float(linger_ms), 0.0) / 1000.0  # seconds; 0 = publish at once
         self.address = f"{config.host}:{config.port}"
         self._handler: DownlinkHandler | None = None
         self._stop = threading.Event()
@@ -124,6 +129,7 @@ class Northbound:
         """Stop sending, wait up to ``timeout`` for in-flight PUBACKs, disconnect and join all threads."""
         self._stop_deadline = time.monotonic() + timeout
         self._stop.set()
+        self._wake_sender()
         if self._thread is not None:
             self._thread.join(timeout + CONNACK_TIMEOUT + 5)
             if self._thread.is_alive():
@@ -208,6 +214,13 @@ class Northbound:
                 self.counters["rpc_replies_dropped"] += 1
                 self.log.warning("too many RPC replies waiting for ThingsBoard; dropped the oldest")
             self._rpc_out.append(publish)
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        """End a sender's linger at once (an RPC reply waits, or stop was asked)."""
+        session = self._session
+        if session is not None:
+            session.wake()
 
     @property
     def connected(self) -> bool:

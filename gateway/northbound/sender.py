@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from gateway.northbound.packing import DeadLetter, Publish, connect_publish
 from gateway.northbound.session import RETRYABLE_REASONS, MqttSession, SessionLost
+from gateway.storage.base import StoredEvent
 
 if TYPE_CHECKING:
     from gateway.northbound.client import Northbound
@@ -39,6 +40,7 @@ class Sender:
         self.announced: set[str] = set()
         self.reannounce: deque[tuple[str, str]] = deque(northbound.known.to_reannounce())
         self.retry_delay = northbound.config.min_reconnect_delay
+        self.last_publish = float("-inf")  # monotonic time of the last stored-event publish (for lingering)
 
     # ---------------------------------------------------------------- main loop
 
@@ -65,14 +67,18 @@ class Sender:
             if name not in self.announced:
                 self.announced.add(name)
                 self._send(connect_publish(name, device_type), stop)
-        events = nb.storage.peek(nb.read_batch)
-        if self.last_sent is not None:
-            events = [e for e in events if e.id > self.last_sent]
+        events = self._unsent(nb.storage.peek(nb.read_batch))
         if not events:
             if self.inflight:
                 self.session.wait(IDLE_WAIT)
             else:
                 nb.storage.wait_for_data(IDLE_WAIT)
+            return
+        linger = self._linger_time(events)
+        if linger > 0:
+            # until the linger ends, or earlier on a PUBACK, an RPC reply or stop (Northbound wakes
+            # the session); the next round settles, sends replies first, then reads a fuller batch
+            self.session.wait(linger)
             return
         result = nb.packer.pack([(e.id, e.payload) for e in events], self.announced, nb.known.remember)
         nb.dead_letter(result.dead_letters)
@@ -86,9 +92,38 @@ class Sender:
                 return  # the rest of this batch stays in storage
             self._send(publish, stop)
         self.last_sent = result.last_id
+        self.last_publish = time.monotonic()
         if result.last_id is not None:
             nb.count("events_sent", len(events))
             nb.max_sent_id = max(nb.max_sent_id, result.last_id)
+
+    def _unsent(self, events: list[StoredEvent]) -> list[StoredEvent]:
+        """``events`` without those this session already published."""
+        if self.last_sent is None:
+            return events
+        last = self.last_sent
+        return [e for e in events if e.id > last]
+
+    def _linger_time(self, events: list[StoredEvent]) -> float:
+        """How long to wait for more events before packing ``events`` (0: publish now).
+
+        Publishes of stored events are kept at least ``nb.linger`` apart while the batch would not
+        fill a publish: under load many events then share one publish (fewer publishes, PUBACKs and
+        trims). When the last publish is older than that (idle, or a slow round) nothing waits.
+        """
+        nb = self.nb
+        if nb.linger <= 0 or len(events) >= nb.read_batch:
+            return 0.0
+        wait = self.last_publish + nb.linger - time.monotonic()
+        if wait <= 0:
+            return 0.0
+        half = nb.packer.max_packet_bytes // 2
+        size = 0
+        for event in events:
+            size += len(event.payload)
+            if size >= half:
+                return 0.0
+        return wait
 
     # ---------------------------------------------------------------- publishing
 

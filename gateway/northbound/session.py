@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -42,6 +43,14 @@ def describe_refusal(code: int, text: str) -> str:
     return text
 
 
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """TCP_NODELAY: a publish (an RPC reply, a small batch) leaves at once, not after the peer's delayed ACK."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (e.g. a proxy wrapper): keep the default
+        pass
+
+
 class MqttSession:
     """A single connection; after it is lost a new session is made (no paho auto-reconnect).
 
@@ -60,6 +69,7 @@ class MqttSession:
         self._connack: tuple[int, str] | None = None
         self._lost: str | None = None
         self._started = False
+        self._woken = False
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id or "",
                              protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311,
                              clean_session=None if self.mqtt5 else True, reconnect_on_failure=False)
@@ -78,6 +88,7 @@ class MqttSession:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_socket_open = _no_delay
         self.client = client
 
     # ----------------------------------------------------------- paho callbacks (network thread)
@@ -145,10 +156,17 @@ class MqttSession:
         return self._lost
 
     def wait(self, timeout: float) -> None:
-        """Block until a PUBACK arrives, the connection ends, or ``timeout`` passes."""
+        """Block until a PUBACK arrives, the connection ends, :meth:`wake` is called, or ``timeout`` passes."""
         with self._cond:
-            if not self._acks and self._lost is None:
+            if not self._acks and self._lost is None and not self._woken:
                 self._cond.wait(timeout)
+            self._woken = False
+
+    def wake(self) -> None:
+        """End the current (or the next) :meth:`wait` early; any thread."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def take_acks(self) -> dict[int, int]:
         """PUBACKs received since the last call (mid → reason code, 0 on MQTT 3.1.1)."""
