@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -73,6 +74,8 @@ def _show(value: Any, limit: int = 40) -> str:
 
 
 def _to_double(value: Any) -> float:
+    if type(value) is float and math.isfinite(value):  # the common case first
+        return value
     if isinstance(value, bool):
         raise CastError(f"{to_text(value)} is a boolean, not a number")
     if isinstance(value, int):
@@ -95,6 +98,8 @@ def _to_double(value: Any) -> float:
 
 
 def _to_int(value: Any) -> int:
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:  # the common case first
+        return value
     if isinstance(value, bool):
         raise CastError(f"{to_text(value)} is a boolean, not a number")
     if isinstance(value, int):
@@ -152,6 +157,18 @@ def _to_string(value: Any) -> str:
 
 
 _CASTS = {"string": _to_string, "double": _to_double, "int": _to_int, "bool": _to_bool, "json": _to_json}
+
+
+def caster(type_name: str) -> Callable[[Any], Any]:
+    """The function that casts like ``cast(value, type_name)``, looked up once; ValueError for an unknown type."""
+    convert = _CASTS[canonical_type(type_name)]
+
+    def cast_one(value: Any) -> Any:
+        if value is None:
+            raise CastError("value is null")
+        return convert(value)
+
+    return cast_one
 
 
 def cast(value: Any, type_name: str) -> Any:

@@ -78,7 +78,7 @@ class _Placeholder:
 
     def resolve(self, data: Any) -> Any:
         expr = self.expression
-        if isinstance(data, Mapping):
+        if type(data) is dict or isinstance(data, Mapping):
             value = data.get(expr)
             if value is not None:
                 return value
@@ -150,13 +150,16 @@ def _closing_brace(text: str, i: int) -> int:
 class Template:
     """A compiled text template; see the module docstring for the resolution rules."""
 
-    __slots__ = ("text", "_parts", "_single")
+    __slots__ = ("text", "_parts", "_single", "_key", "_constant")
 
     def __init__(self, text: str, parts: list[str | _Placeholder]) -> None:
         self.text = text
         self._parts = tuple(parts)
         single = len(self._parts) == 1 and isinstance(self._parts[0], _Placeholder)
         self._single = self._parts[0] if single else None
+        # fast paths: ``${key}`` looked up straight in a dict; a constant's text returned as it is
+        self._key = self._single.expression if single else None
+        self._constant = "".join(parts) if self.is_constant else None  # type: ignore[arg-type]
 
     @property
     def placeholders(self) -> list[str]:
@@ -181,8 +184,15 @@ class Template:
         single-placeholder template, which returns the raw value. The default formatter raises
         :class:`~converters.casting.CastError` for a value that is not JSON (NaN, bytes...).
         """
-        if self._single is not None:
-            return self._single.resolve(data)
+        key = self._key
+        if key is not None:
+            if type(data) is dict:
+                value = data.get(key)
+                if value is not None:
+                    return value
+            return self._single.resolve(data)  # type: ignore[union-attr]
+        if self._constant is not None:
+            return self._constant
         out: list[str] = []
         for part in self._parts:
             out.append(part if isinstance(part, str) else formatter(part.resolve(data)))

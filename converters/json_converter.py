@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from converters.base import ConversionError, Converter, RequestData
-from converters.casting import CastError, canonical_type, cast, to_text
+from converters.casting import CastError, canonical_type, caster, to_text
 from converters.config import ConverterConfig, ConverterConfigError, DataPointConfig
 from converters.expressions import ExpressionError, MissingValue, Template, compile_template, constant
 from converters.model import ConvertedData, SkippedValue
@@ -36,6 +36,8 @@ class _Point:
     value: Template
     type: str
     ts: Template | None
+    cast: Callable[[Any], Any]  # casting.caster(type), looked up once
+    constant_key: str | None  # the key when it has no placeholder (the usual case)
 
 
 def _compile_point(point: DataPointConfig, where: str, problems: list[tuple[str, str]]) -> _Point | None:
@@ -59,7 +61,8 @@ def _compile_point(point: DataPointConfig, where: str, problems: list[tuple[str,
             problems.append((f"{where}/tsField", str(exc)))
     if len(compiled) < 2:
         return None
-    return _Point(compiled["key"], compiled["value"], kind, ts)
+    key: Template = compiled["key"]
+    return _Point(key, compiled["value"], kind, ts, caster(kind), key.render({}) if key.is_constant else None)
 
 
 def _compile_points(
@@ -212,6 +215,8 @@ def _json_kind(value: Any) -> str:
 
 
 def _text(value: Any) -> str:
+    if type(value) is str:
+        return value
     if isinstance(value, dict | list):
         raise CastError(f"expected text, got a JSON {'object' if isinstance(value, dict) else 'array'}")
     return to_text(value)
@@ -219,13 +224,15 @@ def _text(value: Any) -> str:
 
 def _resolve(point: _Point, data: dict[str, Any], skipped: list[SkippedValue]) -> tuple[str, Any] | None:
     """(key, typed value) of one datapoint, or None when it is left out (skips recorded)."""
-    try:
-        key = _text(point.key.render(data))
-    except MissingValue:
-        return None
-    except CastError as exc:
-        skipped.append(SkippedValue(point.key.text, f"key: {exc}"))
-        return None
+    key = point.constant_key
+    if key is None:
+        try:
+            key = _text(point.key.render(data))
+        except MissingValue:
+            return None
+        except CastError as exc:
+            skipped.append(SkippedValue(point.key.text, f"key: {exc}"))
+            return None
     try:
         raw = point.value.render(data)
     except MissingValue:
@@ -237,7 +244,7 @@ def _resolve(point: _Point, data: dict[str, Any], skipped: list[SkippedValue]) -
         skipped.append(SkippedValue(point.key.text, "key is empty"))
         return None
     try:
-        return key, cast(raw, point.type)
+        return key, point.cast(raw)
     except CastError as exc:
         skipped.append(SkippedValue(key, f"not a valid {point.type}: {exc}"))
         return None

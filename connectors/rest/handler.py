@@ -10,7 +10,7 @@ from werkzeug.wrappers import Request
 from connectors.base import Uplink, UplinkUnavailable
 from connectors.rest.model import Mapping
 from connectors.rest.request_data import BadRequestData, read_request
-from connectors.rest.responses import error_response, json_response
+from connectors.rest.responses import error_response, json_bytes_response, json_response
 from connectors.rest.security import BasicAuthenticator
 from converters.base import ConversionError, Converter
 from converters.legacy import normalize_result
@@ -51,7 +51,10 @@ class MappingHandler:
             where = f"message [{index}]: " if many else ""
             try:
                 result = self.converter.convert(self._converter_config, request_input.raw if raw_only else message)
-                items = normalize_result(result, self._converter_name)
+                if type(result) is ConvertedData and type(result.device_name) is str and result.device_name.strip():
+                    items = [result]  # what normalize_result gives for it, without its generic checks
+                else:
+                    items = normalize_result(result, self._converter_name)
             except ConversionError as exc:
                 return error_response(400, f"{where}{exc}")
             except Exception as exc:  # a custom converter failing on this input must not become a 500
@@ -74,6 +77,8 @@ class MappingHandler:
                                       {"Retry-After": str(exc.retry_after)})
             except ValueError as exc:
                 return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
+        if len(to_store) == len(converted) and not any(item.skipped for item in converted):
+            return json_bytes_response(200, b'{"stored":%d}' % len(to_store))  # the common answer, pre-encoded
         return json_response(200, _success_body(converted, len(to_store)))
 
 

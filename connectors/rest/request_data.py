@@ -40,6 +40,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every request: json.loads(..., parse_constant=...) would build a new one each call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text, parse_constant=_reject_constant)`` on the shared decoder."""
+    if text.startswith("\ufeff"):  # the check json.loads makes before decoding
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 def parse_json(body: bytes) -> Any:
     """Parse a JSON body strictly: UTF-8 only, no NaN/Infinity, bounded nesting; BadRequestData otherwise."""
     try:
@@ -47,7 +58,7 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequestData(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidJsonSyntax(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                                 text) from None
@@ -80,7 +91,7 @@ def read_request(
             raise BadRequestData("query string is not valid UTF-8") from None
         base.update(query)
     mime = content_type.split(";", 1)[0].strip().lower()
-    if not body.strip():
+    if not body or body.isspace():  # same as "not body.strip()", without copying the body
         return RequestInput([base], body, "empty")
     is_json_type = mime in JSON_CONTENT_TYPES or mime.endswith("+json")
     if is_json_type or _looks_like_json(body):
