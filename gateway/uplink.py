@@ -1,24 +1,57 @@
 """The gateway side of the connector interface: converted data into durable storage, RPC replies out."""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import UplinkUnavailable
 from converters.model import ConvertedData
+from gateway.northbound.records import encode_text as _encode
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull
 
 
 def encode_record(data: ConvertedData) -> bytes:
-    """The stored form of one converted message: compact JSON; ValueError for non-JSON values."""
+    """The stored form of one converted message; ValueError for non-JSON values.
+
+    It is JSON that parses to ``data.to_record()`` plus ``"dp"`` (each telemetry entry's number of
+    values), laid out one part per line so the MQTT packer can splice the parts into a publish
+    without parsing them (see :mod:`gateway.northbound.records`). Data of unexpected types is
+    stored as plain compact JSON; the packer validates that and dead-letters what is invalid.
+    """
     try:
-        return json.dumps(data.to_record(), separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        if _well_typed(data):
+            return _lines(data).encode("utf-8")
+        return _encode(data.to_record()).encode("utf-8")
     except TypeError as exc:
         raise ValueError(f"device {data.device_name!r}: a value is not JSON-serialisable ({exc})") from None
     except ValueError as exc:
-        raise ValueError(f"device {data.device_name!r}: {exc} (NaN and Infinity are not JSON)") from None
+        hint = " (NaN and Infinity are not JSON)" if "float" in str(exc) else ""
+        raise ValueError(f"device {data.device_name!r}: {exc}{hint}") from None
+
+
+def _well_typed(data: ConvertedData) -> bool:
+    if type(data.device_name) is not str or type(data.device_type) is not str:
+        return False
+    if type(data.attributes) is not dict:
+        return False
+    for entry in data.telemetry:
+        if type(entry.ts) is not int or type(entry.values) is not dict:
+            return False
+    return True
+
+
+def _lines(data: ConvertedData) -> str:
+    """The line layout (records.py parses it): device, type, attributes?, dp + telemetry?, end."""
+    parts = ['{"device":', _encode(data.device_name), '\n,"type":', _encode(data.device_type)]
+    if data.attributes:
+        parts += ['\n,"attributes":', _encode(data.attributes)]
+    entries = [entry for entry in data.telemetry if entry.values]
+    if entries:
+        parts += ['\n,"dp":[', ",".join([str(len(entry.values)) for entry in entries]), ']\n,"telemetry":[\n',
+                  "\n,".join([f'{{"ts":{entry.ts},"values":{_encode(entry.values)}}}' for entry in entries]),
+                  "\n]"]
+    parts.append("\n}")
+    return "".join(parts)
 
 
 class GatewayUplink:

@@ -6,6 +6,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.northbound.records import Entry, RecordReader, check_name, encode, is_int, validate_record
+
+__all__ = ["encode", "validate_record"]  # re-exported: defined with the record reading
+
 TOPIC_CONNECT = "v1/gateway/connect"
 TOPIC_TELEMETRY = "v1/gateway/telemetry"
 TOPIC_ATTRIBUTES = "v1/gateway/attributes"
@@ -16,15 +20,6 @@ TOPIC_ATTRIBUTES_REQUEST = "v1/gateway/attributes/request"
 #: topic length (2), packet id (2), MQTT 5 properties length (up to 4); plus a safety margin
 PACKET_OVERHEAD = 13
 SAFETY_MARGIN = 51
-
-_dumps: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
-                                                allow_nan=False).encode
-
-
-def encode(obj: Any) -> bytes:
-    """Compact UTF-8 JSON; raises ValueError for NaN/Infinity and TypeError for non-JSON values."""
-    return _dumps(obj).encode()
-
 
 def payload_budget(max_packet_bytes: int, topic: str) -> int:
     """The largest payload that keeps a PUBLISH on ``topic`` within ``max_packet_bytes``."""
@@ -70,80 +65,47 @@ class PackResult:
 
 # ---------------------------------------------------------------- validation
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("device name must be a non-empty string")
-
-
-def validate_record(record: Any) -> tuple[str, str, dict[str, Any], list[dict[str, Any]]]:
-    """Check a stored record; returns (device, type, attributes, telemetry) or raises ValueError."""
-    if not isinstance(record, dict):
-        raise ValueError("record is not an object")
-    device = record.get("device")
-    _check_name(device)
-    dtype = record.get("type")
-    if dtype is None or dtype == "":
-        dtype = "default"
-    if not isinstance(dtype, str):
-        raise ValueError("device type must be a string")
-    attributes = record.get("attributes") or {}
-    if not isinstance(attributes, dict):
-        raise ValueError("attributes must be an object")
-    telemetry = record.get("telemetry") or []
-    if not isinstance(telemetry, list):
-        raise ValueError("telemetry must be an array")
-    for entry in telemetry:
-        ok = isinstance(entry, dict) and _is_int(entry.get("ts")) and isinstance(entry.get("values"), dict)
-        if not ok:
-            raise ValueError("telemetry entries must be {ts: int, values: object}")
-    return device, dtype, attributes, telemetry
-
-
 def validate_message(topic: str, message: Any) -> None:
     """Check an outgoing gateway message's structure; raises ValueError (ThingsBoard would disconnect)."""
     if topic == TOPIC_CONNECT:
         if not isinstance(message, dict):
             raise ValueError("connect must be an object")
-        _check_name(message.get("device"))
+        check_name(message.get("device"))
         if message.get("type") is not None and not isinstance(message["type"], str):
             raise ValueError("connect type must be a string")
     elif topic == TOPIC_TELEMETRY:
         if not isinstance(message, dict) or not message:
             raise ValueError("telemetry must be a non-empty object")
         for name, entries in message.items():
-            _check_name(name)
+            check_name(name)
             if not isinstance(entries, list):
                 raise ValueError(f"telemetry of {name!r} must be an array")
             for entry in entries:
                 if not isinstance(entry, dict):
                     raise ValueError(f"telemetry entry of {name!r} must be an object")
                 if "ts" in entry and "values" in entry and (
-                        not _is_int(entry["ts"]) or not isinstance(entry["values"], dict)):
+                        not is_int(entry["ts"]) or not isinstance(entry["values"], dict)):
                     raise ValueError(f"telemetry entry of {name!r} needs ts: int and values: object")
     elif topic == TOPIC_ATTRIBUTES:
         if not isinstance(message, dict) or not message:
             raise ValueError("attributes must be a non-empty object")
         for name, values in message.items():
-            _check_name(name)
+            check_name(name)
             if not isinstance(values, dict):
                 raise ValueError(f"attributes of {name!r} must be an object")
     elif topic == TOPIC_RPC:
         if not isinstance(message, dict):
             raise ValueError("rpc reply must be an object")
-        _check_name(message.get("device"))
-        if not _is_int(message.get("id")):
+        check_name(message.get("device"))
+        if not is_int(message.get("id")):
             raise ValueError("rpc reply id must be an integer")
         if "data" not in message:
             raise ValueError("rpc reply needs data")
     elif topic == TOPIC_ATTRIBUTES_REQUEST:  # ThingsBoard disconnects on a missing id/device/client/key(s)
         if not isinstance(message, dict):
             raise ValueError("attribute request must be an object")
-        _check_name(message.get("device"))
-        if not _is_int(message.get("id")) or not isinstance(message.get("client"), bool):
+        check_name(message.get("device"))
+        if not is_int(message.get("id")) or not isinstance(message.get("client"), bool):
             raise ValueError("attribute request needs id: int and client: bool")
         keys = message.get("keys", [message.get("key")])
         if ("key" in message) == ("keys" in message) or not isinstance(keys, list) or not keys or not all(
@@ -275,10 +237,11 @@ class Packer:
     def __init__(self, max_packet_bytes: int = 65536, max_datapoints: int | None = None) -> None:
         self.max_packet_bytes = max_packet_bytes
         self.max_datapoints = max_datapoints
+        self._reader = RecordReader()
 
     def pack(self, events: Sequence[tuple[int, bytes]], announced: set[str],
              on_connect: Callable[[str, str], None] | None = None) -> PackResult:
-        """Pack ``events`` (id, stored JSON), in id order.
+        """Pack ``events`` (id, stored record: either form in :mod:`gateway.northbound.records`), in id order.
 
         Emits ``v1/gateway/connect`` first for every device not in ``announced`` (which is updated),
         then attributes, then telemetry; each device's data keeps its order within a topic.
@@ -290,45 +253,60 @@ class Packer:
         result.last_id = events[-1][0]
         out, dead = result.publishes, result.dead_letters
         touched: dict[int, int] = {}
-        attrs: dict[str, tuple[dict[str, Any], list[int]]] = {}
-        telemetry: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        attrs: dict[bytes, tuple[str, list[bytes | dict[str, Any]], list[int]]] = {}
+        telemetry: dict[bytes, tuple[str, list[tuple[int, Entry]]]] = {}
+        read = self._reader.read
         for event_id, payload in events:
             try:
-                record = json.loads(payload) if isinstance(payload, bytes | str) else payload
-                device, dtype, attributes, entries = validate_record(record)
+                device, dtype, key, attributes, entries = read(payload)
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
                 dead.append(DeadLetter(event_id, f"invalid stored record: {exc}", _printable(payload)))
                 continue
             if on_connect is not None:
                 on_connect(device, dtype)
-            if device not in announced and (attributes or any(e["values"] for e in entries)):
+            if device not in announced and (attributes or entries):
                 announced.add(device)
                 connect = connect_publish(device, dtype)
                 connect.first_id = event_id
                 out.append(connect)
             if attributes:
-                merged, ids = attrs.setdefault(device, ({}, []))
-                merged.update(attributes)
-                ids.append(event_id)
-            for entry in entries:
-                if entry["values"]:
-                    telemetry.setdefault(device, []).append((event_id, entry))
+                slot = attrs.get(key)
+                if slot is None:
+                    attrs[key] = (device, [attributes], [event_id])
+                else:
+                    slot[1].append(attributes)
+                    slot[2].append(event_id)
+            if entries:
+                series = telemetry.get(key)
+                if series is None:
+                    telemetry[key] = series = (device, [])
+                series[1].extend([(event_id, entry) for entry in entries])
         self._pack_attributes(attrs, out, dead, touched)
         self._pack_telemetry(telemetry, out, dead, touched)
         _assign_through(events, out, touched, result)
         return result
 
-    def _pack_attributes(self, attrs: dict[str, tuple[dict[str, Any], list[int]]], out: list[Publish],
-                         dead: list[DeadLetter], touched: dict[int, int]) -> None:
+    def _pack_attributes(self, attrs: dict[bytes, tuple[str, list[bytes | dict[str, Any]], list[int]]],
+                         out: list[Publish], dead: list[DeadLetter], touched: dict[int, int]) -> None:
         budget = payload_budget(self.max_packet_bytes, TOPIC_ATTRIBUTES)
         builder = _Builder(TOPIC_ATTRIBUTES, budget, b"{}", None, out, touched)
-        for device, (merged, ids) in attrs.items():
-            key = encode(device)
-            try:
-                items = [encode(merged)[1:-1]]
-            except (ValueError, TypeError):
-                items = []
+        for key, (device, sources, ids) in attrs.items():
+            first = sources[0]
+            items: list[bytes] = []
+            merged: dict[str, Any] | None = None
+            if isinstance(first, bytes) and all(source == first for source in sources):
+                items = [first[1:-1]]  # the same stored object every time: splice it as it is
+            else:  # later values win, as ThingsBoard would end up with them one by one
+                merged = {}
+                for source in sources:
+                    merged.update(json.loads(source) if isinstance(source, bytes) else source)
+                try:
+                    items = [encode(merged)[1:-1]]
+                except (ValueError, TypeError):
+                    items = []
             if not items or builder.fresh_cost(key, items[0]) > budget:
+                if merged is None:
+                    merged = json.loads(first) if isinstance(first, bytes) else dict(first)
                 room = budget - (2 + len(key) + 3)
                 pieces = _pieces(merged, ids[-1], device, dead, "attribute", lambda n, r=room: n <= r)
                 items = [chunk for chunk, _ in _split_pieces(pieces, b"", b"", room, None)]
@@ -336,29 +314,27 @@ class Packer:
                 builder.add(key, item, 0, ids)
         builder.flush()
 
-    def _pack_telemetry(self, telemetry: dict[str, list[tuple[int, dict[str, Any]]]], out: list[Publish],
+    def _pack_telemetry(self, telemetry: dict[bytes, tuple[str, list[tuple[int, Entry]]]], out: list[Publish],
                         dead: list[DeadLetter], touched: dict[int, int]) -> None:
         budget = payload_budget(self.max_packet_bytes, TOPIC_TELEMETRY)
         max_dp = self.max_datapoints
         builder = _Builder(TOPIC_TELEMETRY, budget, b"[]", max_dp, out, touched)
-        for device, entries in telemetry.items():
-            key = encode(device)
+        add = builder.add
+        for key, (device, entries) in telemetry.items():
             room = budget - (2 + len(key) + 3)
-            for event_id, entry in entries:
-                values = entry["values"]
-                try:
-                    item = encode({"ts": entry["ts"], "values": values})
-                except (ValueError, TypeError):
-                    item = b""
-                if item and len(item) <= room and (max_dp is None or len(values) <= max_dp):
-                    builder.add(key, item, len(values), (event_id,))
+            for event_id, (item, count, entry) in entries:
+                if item is not None and len(item) <= room and (max_dp is None or count <= max_dp):
+                    add(key, item, count, (event_id,))
                     continue
+                if entry is None:  # a spliced entry too big for one message: split it by key
+                    entry = json.loads(item) if item is not None else {}
+                values = entry["values"]
                 prefix = b'{"ts":' + str(entry["ts"]).encode() + b',"values":{'
                 fixed = len(prefix) + 2
                 pieces = _pieces(values, event_id, device, dead, "telemetry",
                                  lambda n, r=room - fixed: n <= r)
-                for chunk, count in _split_pieces(pieces, prefix, b"}}", room, max_dp):
-                    builder.add(key, chunk, count, (event_id,))
+                for chunk, chunk_count in _split_pieces(pieces, prefix, b"}}", room, max_dp):
+                    add(key, chunk, chunk_count, (event_id,))
         builder.flush()
 
 

@@ -43,12 +43,12 @@ def as_payloads(payloads: Sequence[bytes]) -> Sequence[bytes]:
 
 def payload_size(payloads: Sequence[bytes]) -> int:
     """The size ``payloads`` count against ``max_size_mb``; raises TypeError for non-bytes."""
-    total = 0
-    for payload in payloads:
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TypeError(f"event payloads must be bytes, got {type(payload).__name__}")
-        total += len(payload)
-    return total + RECORD_OVERHEAD_BYTES * len(payloads)
+    kinds = set(map(type, payloads))
+    if kinds - {bytes}:
+        for payload in payloads:
+            if not isinstance(payload, bytes | bytearray | memoryview):
+                raise TypeError(f"event payloads must be bytes, got {type(payload).__name__}")
+    return sum(map(len, payloads)) + RECORD_OVERHEAD_BYTES * len(payloads)
 
 
 class MemoryStorage(EventStorage):
