@@ -172,6 +172,11 @@ class Template:
         return not any(isinstance(p, _Placeholder) for p in self._parts)
 
     @property
+    def single_key(self) -> str | None:
+        """The expression of a one-placeholder template (``"${temp}"`` → ``"temp"``), else None."""
+        return self._key
+
+    @property
     def is_single(self) -> bool:
         """True when the template is exactly one placeholder, so it renders to the raw value."""
         return self._single is not None

@@ -38,6 +38,7 @@ class _Point:
     ts: Template | None
     cast: Callable[[Any], Any]  # casting.caster(type), looked up once
     constant_key: str | None  # the key when it has no placeholder (the usual case)
+    value_key: str | None  # the value's expression when it is one placeholder, e.g. "temp" for ${temp}
 
 
 def _compile_point(point: DataPointConfig, where: str, problems: list[tuple[str, str]]) -> _Point | None:
@@ -62,7 +63,9 @@ def _compile_point(point: DataPointConfig, where: str, problems: list[tuple[str,
     if len(compiled) < 2:
         return None
     key: Template = compiled["key"]
-    return _Point(key, compiled["value"], kind, ts, caster(kind), key.render({}) if key.is_constant else None)
+    value: Template = compiled["value"]
+    constant_key = key.render({}) if key.is_constant else None
+    return _Point(key, value, kind, ts, caster(kind), constant_key, value.single_key)
 
 
 def _compile_points(
@@ -179,7 +182,7 @@ class JsonConverter(Converter):
             item = _resolve(point, data, skipped)
             if item is None:
                 continue
-            entry_ts = _point_ts(point, item[0], data, skipped)
+            entry_ts = None if point.ts is None else _point_ts(point, item[0], data, skipped)
             if entry_ts is None:
                 values[item[0]] = item[1]
             else:
@@ -225,6 +228,14 @@ def _text(value: Any) -> str:
 def _resolve(point: _Point, data: dict[str, Any], skipped: list[SkippedValue]) -> tuple[str, Any] | None:
     """(key, typed value) of one datapoint, or None when it is left out (skips recorded)."""
     key = point.constant_key
+    if key and point.value_key is not None and type(data) is dict:  # fast path: "temp": "${temp}"
+        raw = data.get(point.value_key)
+        if raw is not None:
+            try:
+                return key, point.cast(raw)
+            except CastError as exc:
+                skipped.append(SkippedValue(key, f"not a valid {point.type}: {exc}"))
+                return None
     if key is None:
         try:
             key = _text(point.key.render(data))
