@@ -13,6 +13,10 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
+from requests.cookies import RequestsCookieJar, merge_cookies
+from requests.sessions import merge_setting
+from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import InsecureRequestWarning
@@ -24,6 +28,7 @@ from connectors.rest.downlink.watchdog import Watchdog
 MAX_RESPONSE_BYTES = 1024 * 1024
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2.0
+_CACHE_SIZE = 4096  # prepared entries and URLs kept (the caches are emptied when full)
 _DOT_MARK = "%252E"  # survives requests' re-quoting; turned back into %2E before sending
 _ERRNO = re.compile(r"\[Errno -?\d+\][^'\")]*")
 
@@ -141,6 +146,24 @@ class _WatchedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """What every request of one entry shares, built once: method, headers (merged with the session's
+    defaults and validated, as ``Session.prepare_request`` does) and the auth object."""
+
+    options: RequestOptions
+    method: str
+    headers: CaseInsensitiveDict[str]
+    auth: HTTPBasicAuth | None
+
+    @classmethod
+    def of(cls, options: RequestOptions, session: requests.Session) -> _Parts:
+        probe = requests.PreparedRequest()
+        probe.prepare_headers(merge_setting(dict(options.headers), session.headers, dict_class=CaseInsensitiveDict))
+        auth = HTTPBasicAuth(options.username, options.password) if options.username is not None else None
+        return cls(options, options.method.upper(), probe.headers, auth)
+
+
 class Relay:
     """Sends downlink requests with ``requests``; one Session per worker thread, all closed by :meth:`close`."""
 
@@ -150,6 +173,8 @@ class Relay:
         self._lock = threading.Lock()
         self._stop = stop or threading.Event()
         self._watchdog = Watchdog()
+        self._parts: dict[int, _Parts] = {}  # id(options) -> what every request of that entry shares
+        self._urls: dict[str, str] = {}  # URL -> the URL requests sends (its quoting is costly)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -206,14 +231,9 @@ class Relay:
 
     def _exchange(self, url: str, options: RequestOptions, body: bytes | None, timeout: float,
                   attempt: int) -> Outcome:
-        auth = (options.username, options.password) if options.username is not None else None
         session = self._session()
         try:
-            # requests re-quotes URLs and would decode %2E (a "." or ".." value) back into a dot segment
-            shielded = url.replace("%2E", _DOT_MARK)
-            prepared = session.prepare_request(requests.Request(options.method, shielded, data=body,
-                                                                headers=dict(options.headers), auth=auth))
-            prepared.url = (prepared.url or shielded).replace(_DOT_MARK, "%2E")
+            prepared = self._prepare(session, url, options, body)
             response = session.send(prepared, cert=options.cert, timeout=timeout, stream=True,
                                     allow_redirects=options.allow_redirects, verify=options.verify)
         except requests.Timeout:
@@ -240,6 +260,38 @@ class Relay:
         kind = "ok" if 200 <= response.status_code < 300 else "http"
         return Outcome(kind, attempt, status=response.status_code, reason=_reason_phrase(response),
                        body=b"".join(chunks), content_type=response.headers.get("Content-Type", ""))
+
+    def _prepare(self, session: requests.Session, url: str, options: RequestOptions,
+                 body: bytes | None) -> requests.PreparedRequest:
+        """What ``session.prepare_request`` makes, from the entry's parts prepared once (and URLs cached)."""
+        parts = self._parts.get(id(options))
+        if parts is None or parts.options is not options:
+            parts = _Parts.of(options, session)
+            if len(self._parts) >= _CACHE_SIZE:
+                self._parts.clear()
+            self._parts[id(options)] = parts
+        prepared = requests.PreparedRequest()
+        prepared.method = parts.method
+        prepared.url = self._prepared_url(url)
+        prepared.headers = parts.headers.copy()
+        prepared.prepare_cookies(merge_cookies(RequestsCookieJar(), session.cookies))
+        prepared.prepare_body(body, None)
+        if parts.auth is not None or "@" in prepared.url:  # no auth: requests looks for user:pass@ only
+            prepared.prepare_auth(parts.auth, prepared.url)
+        return prepared
+
+    def _prepared_url(self, url: str) -> str:
+        prepared = self._urls.get(url)
+        if prepared is None:
+            # requests re-quotes URLs and would decode %2E (a "." or ".." value) back into a dot segment
+            shielded = url.replace("%2E", _DOT_MARK)
+            probe = requests.PreparedRequest()
+            probe.prepare_url(shielded, None)
+            prepared = (probe.url or shielded).replace(_DOT_MARK, "%2E")
+            if len(self._urls) >= _CACHE_SIZE:
+                self._urls.clear()
+            self._urls[url] = prepared
+        return prepared
 
     def close(self) -> None:
         """Close every session (their pooled connections) and end the watchdog thread."""
