@@ -10,7 +10,7 @@ import pytest
 
 from connectors.rest.downlink.model import RequestOptions
 from connectors.rest.downlink.relay import Relay
-from connectors.rest.downlink.watchdog import Watchdog
+from connectors.rest.downlink.watchdog import Watch, Watchdog
 from tests.fixtures.bad_http_target import BadHttpTargets
 from tests.fixtures.http_target import HttpTarget
 
@@ -34,6 +34,13 @@ def watchdog_threads(name: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
 
 
+def wait_fired(watch: Watch, seconds: float = 10.0) -> bool:
+    end = time.monotonic() + seconds
+    while not watch.fired and time.monotonic() < end:
+        time.sleep(0.01)
+    return watch.fired
+
+
 def test_a_deadline_shuts_the_attached_socket_down(watchdog, pair):
     left, _ = pair
     left.settimeout(30)
@@ -49,8 +56,7 @@ def test_a_disarmed_watch_never_fires(watchdog, pair):
     watchdog.attach(watch, left)
     assert watchdog.disarm(watch) is False
     later = watchdog.arm(time.monotonic() + 0.1)  # fires after the first deadline has passed
-    while not later.fired:
-        time.sleep(0.01)
+    assert wait_fired(later)
     right.sendall(b"still open")
     left.settimeout(5)
     assert left.recv(10) == b"still open"
@@ -60,8 +66,7 @@ def test_a_disarmed_watch_never_fires(watchdog, pair):
 def test_a_socket_attached_after_the_deadline_is_shut_down_at_once(watchdog, pair):
     left, _ = pair
     watch = watchdog.arm(time.monotonic() - 1)
-    while not watch.fired:
-        time.sleep(0.01)
+    assert wait_fired(watch)
     watchdog.attach(watch, left)
     left.settimeout(30)
     assert left.recv(10) == b""
@@ -72,10 +77,7 @@ def test_an_earlier_deadline_armed_later_wakes_the_thread(watchdog):
     late = watchdog.arm(time.monotonic() + 60)
     time.sleep(0.05)  # the thread now sleeps until the late deadline
     early = watchdog.arm(time.monotonic() + 0.05)
-    end = time.monotonic() + 10
-    while not early.fired and time.monotonic() < end:
-        time.sleep(0.01)
-    assert early.fired and not late.fired
+    assert wait_fired(early) and not late.fired
     assert watchdog.armed == 1
     assert watchdog.disarm(late) is False and watchdog.armed == 0
 
@@ -85,10 +87,7 @@ def test_live_watches_survive_the_compaction_of_cancelled_ones(watchdog):
     for _ in range(1000):  # many finished tries: compacted away, never all kept
         watchdog.disarm(watchdog.arm(time.monotonic() + 60))
     assert watchdog.armed == 1
-    end = time.monotonic() + 10
-    while not live.fired and time.monotonic() < end:
-        time.sleep(0.01)
-    assert live.fired and watchdog.disarm(live) is True
+    assert wait_fired(live) and watchdog.disarm(live) is True
 
 
 def test_one_thread_started_lazily_and_ended_by_close():
