@@ -73,6 +73,9 @@ class GatewayUplink:
             ) from None
         except StorageFailure as exc:
             raise UplinkUnavailable(f"storage cannot write ({exc}); retry later", self.retry_after) from None
+        notify = getattr(self.northbound, "notify_stored", None)
+        if notify is not None:
+            notify()
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)

@@ -103,6 +103,7 @@ class Northbound:
                                                config.rate_limits.datapoints_per_second)
         self.packer = Packer(config.max_payload_bytes, self.limiter.max_datapoints_per_message())
         self.max_inflight = DEFAULT_MAX_INFLIGHT
+        self.sender_idle = False  # the sender waits for PUBACKs with nothing new to send
         self.max_sent_id = 0  # highest event id ever published (to count re-sent duplicates)
         self._attr_pool: ThreadPoolExecutor | None = None
         self._rpc_pool: ThreadPoolExecutor | None = None
@@ -216,8 +217,17 @@ class Northbound:
             self._rpc_out.append(publish)
         self._wake_sender()
 
+    def notify_stored(self) -> None:
+        """Events were just stored: wake the sender if it idles waiting for PUBACKs (cheap otherwise).
+
+        Without this, an event stored while earlier publishes await their PUBACK would wait for
+        that PUBACK (a slow ThingsBoard: up to 50 ms) and then share a publish with later ones.
+        """
+        if self.sender_idle:
+            self._wake_sender()
+
     def _wake_sender(self) -> None:
-        """End a sender's linger at once (an RPC reply waits, or stop was asked)."""
+        """End a sender's wait at once (an RPC reply or new events wait, or stop was asked)."""
         session = self._session
         if session is not None:
             session.wake()

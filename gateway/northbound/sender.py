@@ -41,6 +41,7 @@ class Sender:
         self.reannounce: deque[tuple[str, str]] = deque(northbound.known.to_reannounce())
         self.retry_delay = northbound.config.min_reconnect_delay
         self.last_publish = float("-inf")  # monotonic time of the last stored-event publish (for lingering)
+        self.last_batch = 0  # events in the last batch published (for lingering)
 
     # ---------------------------------------------------------------- main loop
 
@@ -67,10 +68,17 @@ class Sender:
             if name not in self.announced:
                 self.announced.add(name)
                 self._send(connect_publish(name, device_type), stop)
-        events = self._unsent(nb.storage.peek(nb.read_batch))
+        # past what this session sent and awaits PUBACKs for: the in-flight window, not read_batch,
+        # bounds what is outstanding
+        events = nb.storage.peek_after(self.last_sent or 0, nb.read_batch)
         if not events:
-            if self.inflight:
-                self.session.wait(IDLE_WAIT)
+            if self.inflight:  # until a PUBACK or (see Northbound.notify_stored) a new event
+                nb.sender_idle = True
+                try:
+                    if not nb.storage.peek_after(self.last_sent or 0, 1):
+                        self.session.wait(IDLE_WAIT)
+                finally:
+                    nb.sender_idle = False
             else:
                 nb.storage.wait_for_data(IDLE_WAIT)
             return
@@ -93,26 +101,24 @@ class Sender:
             self._send(publish, stop)
         self.last_sent = result.last_id
         self.last_publish = time.monotonic()
+        self.last_batch = len(events)
         if result.last_id is not None:
             nb.count("events_sent", len(events))
             nb.max_sent_id = max(nb.max_sent_id, result.last_id)
 
-    def _unsent(self, events: list[StoredEvent]) -> list[StoredEvent]:
-        """``events`` without those this session already published."""
-        if self.last_sent is None:
-            return events
-        last = self.last_sent
-        return [e for e in events if e.id > last]
-
     def _linger_time(self, events: list[StoredEvent]) -> float:
         """How long to wait for more events before packing ``events`` (0: publish now).
 
-        Publishes of stored events are kept at least ``nb.linger`` apart while the batch would not
-        fill a publish: under load many events then share one publish (fewer publishes, PUBACKs and
-        trims). When the last publish is older than that (idle, or a slow round) nothing waits.
+        Under load (this batch or the last one published holds several events), publishes of stored
+        events are kept at least ``nb.linger`` apart while the batch would not fill a publish: many
+        events then share one publish (fewer publishes, PUBACKs and trims). A lone event after a
+        lone event (a quiet client) goes out at once, and so does anything when the last publish is
+        older than the linger.
         """
         nb = self.nb
         if nb.linger <= 0 or len(events) >= nb.read_batch:
+            return 0.0
+        if len(events) < 2 and self.last_batch < 2:
             return 0.0
         wait = self.last_publish + nb.linger - time.monotonic()
         if wait <= 0:

@@ -39,6 +39,14 @@ class EventStorage(ABC):
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest events, in order, without removing them."""
 
+    def peek_after(self, event_id: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` oldest events with id > ``event_id``, in order, without removing them.
+
+        Lets the consumer read past events it has sent but not yet removed. This default only looks
+        at the first ``limit`` events; the real backends override it to read past any number.
+        """
+        return [event for event in self.peek(limit) if event.id > event_id]
+
     @abstractmethod
     def remove_through(self, event_id: int) -> None:
         """Remove every event with id <= ``event_id`` (they were delivered)."""

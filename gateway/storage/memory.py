@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +13,13 @@ from gateway.storage.base import EventStorage, StorageFailure, StorageFull, Stor
 # Estimated bookkeeping cost of one stored event on top of its payload bytes. Both backends count
 # ``len(payload) + RECORD_OVERHEAD_BYTES`` against ``max_size_mb`` so the limit means the same thing.
 RECORD_OVERHEAD_BYTES = 64
+#: pacing (memory only): while the sender is draining and more than this many (estimated) bytes wait,
+#: a put first waits up to PACE_WAIT_S until the sender reads or removes events again, so ingestion
+#: follows delivery instead of growing RAM
+PACE_BYTES = 2 * 1024 * 1024
+PACE_WAIT_S = 0.02
+#: "draining" = the sender read or removed events within this many seconds (not while ThingsBoard is away)
+DRAINING_WINDOW_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +60,25 @@ def payload_size(payloads: Sequence[bytes]) -> int:
 
 
 class MemoryStorage(EventStorage):
-    """A bounded, thread-safe FIFO in RAM. ``put`` is immediate; nothing survives a restart."""
+    """A bounded, thread-safe FIFO in RAM. ``put`` is immediate; nothing survives a restart.
+
+    Only the payloads are kept: ids are consecutive, so the head's id is ``_next_id - len(queue)``
+    (about 80 bytes less per waiting event than keeping a StoredEvent and its id each).
+    """
 
     def __init__(self, limits: SizeLimits) -> None:
         self._limits = limits
-        self._events: deque[StoredEvent] = deque()
+        self._events: deque[bytes] = deque()
         self._size = 0
-        self._ids = itertools.count(1)
+        self._next_id = 1  # the id the next stored payload gets; never reused
         self._lock = threading.Lock()
         self._data = threading.Condition(self._lock)
+        self._progress = threading.Condition(self._lock)  # the consumer read or removed events
+        self._last_progress = float("-inf")
         self._closed = False
         self._put_count = 0
         self._rejected_full = 0
+        self._paced = 0
 
     def put(self, payloads: Sequence[bytes]) -> None:
         """Append all ``payloads`` or none; raises StorageFull when a limit would be passed."""
@@ -74,14 +89,18 @@ class MemoryStorage(EventStorage):
             return
         with self._lock:
             self._check_open()
+            if self._size > PACE_BYTES and time.monotonic() - self._last_progress < DRAINING_WINDOW_S:
+                self._paced += 1
+                self._progress.wait(PACE_WAIT_S)  # frees the GIL for the sender until it takes a batch
+                self._check_open()
             if not self._limits.admits(len(self._events), self._size, len(payloads), size):
                 self._rejected_full += 1
                 raise StorageFull(f"memory storage is full ({len(self._events)} events, "
                                   f"~{self._size} bytes stored)")
             if not self._events:
                 self._data.notify_all()  # wait_for_data waits only while the queue is empty
-            ids = self._ids
-            self._events.extend(StoredEvent(next(ids), bytes(p)) for p in payloads)
+            self._events.extend(p if type(p) is bytes else bytes(p) for p in payloads)
+            self._next_id += len(payloads)
             self._size += size
             self._put_count += 1
 
@@ -89,18 +108,35 @@ class MemoryStorage(EventStorage):
         """Up to ``limit`` oldest events, in order, without removing them."""
         with self._lock:
             self._check_open()
-            return list(itertools.islice(self._events, max(limit, 0)))
+            first = self._next_id - len(self._events)
+            return [StoredEvent(first + index, payload)
+                    for index, payload in enumerate(itertools.islice(self._events, max(limit, 0)))]
+
+    def peek_after(self, event_id: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` oldest events with id > ``event_id``, in order, without removing them."""
+        with self._lock:
+            self._check_open()
+            first = self._next_id - len(self._events)
+            skip = min(max(event_id - first + 1, 0), len(self._events))
+            start = first + skip
+            events = [StoredEvent(start + index, payload) for index, payload in
+                      enumerate(itertools.islice(self._events, skip, skip + max(limit, 0)))]
+            if events:
+                self._note_progress()
+            return events
 
     def remove_through(self, event_id: int) -> None:
         """Drop every event with id <= ``event_id``."""
         with self._lock:
             self._check_open()
             events = self._events
+            count = min(event_id - (self._next_id - len(events)) + 1, len(events))
             removed = 0
-            while events and events[0].id <= event_id:
-                removed += len(events.popleft().payload)
-                removed += RECORD_OVERHEAD_BYTES
+            for _ in range(count):
+                removed += len(events.popleft()) + RECORD_OVERHEAD_BYTES
             self._size -= removed
+            if count > 0:
+                self._note_progress()
 
     def count(self) -> int:
         """Number of events stored."""
@@ -117,10 +153,10 @@ class MemoryStorage(EventStorage):
             return bool(self._events) and not self._closed
 
     def stats(self) -> dict[str, int]:
-        """Counters for metrics: stored events and bytes, accepted puts, refusals, failures."""
+        """Counters for metrics: stored events and bytes, accepted puts, refusals, failures, paced puts."""
         with self._lock:
             return {"stored": len(self._events), "bytes": self._size, "put_count": self._put_count,
-                    "rejected_full": self._rejected_full, "failures": 0}
+                    "rejected_full": self._rejected_full, "failures": 0, "paced": self._paced}
 
     def close(self) -> None:
         """Release the events; later calls raise StorageFailure. Idempotent."""
@@ -129,6 +165,12 @@ class MemoryStorage(EventStorage):
             self._events.clear()
             self._size = 0
             self._data.notify_all()
+            self._progress.notify_all()
+
+    def _note_progress(self) -> None:
+        """The consumer is draining: release paced puts. Call with the lock held."""
+        self._last_progress = time.monotonic()
+        self._progress.notify_all()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -121,10 +121,15 @@ class SqliteStorage(EventStorage):
 
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest committed events, in order, without removing them."""
+        return self.peek_after(0, limit)
+
+    def peek_after(self, event_id: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` oldest committed events with id > ``event_id``, in order, without removing them."""
         with self._read_lock:
             self._check_open()
+            after = max(self._trimmed_through, event_id)
             try:
-                rows = self._reader.execute(_PEEK, (self._trimmed_through, max(limit, 0))).fetchall()
+                rows = self._reader.execute(_PEEK, (after, max(limit, 0))).fetchall()
             except sqlite3.Error as exc:
                 raise StorageFailure(f"cannot read events from {self._path}: {exc}") from exc
         return list(starmap(StoredEvent, rows))

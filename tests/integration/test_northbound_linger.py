@@ -48,29 +48,36 @@ def test_after_a_quiet_spell_an_event_goes_out_without_lingering(broker: Broker,
     nb = Northbound(config, storage, linger_ms=1500.0)
     nb.start()
     try:
-        storage.put([event(1)])  # the first publish never lingers
-        assert mqtt_subscriber.wait_for(lambda m: received(mqtt_subscriber) == [1], 10)
+        storage.put([event(1), event(2)])  # the first publish never lingers
+        assert mqtt_subscriber.wait_for(lambda m: received(mqtt_subscriber) == [1, 2], 10)
         time.sleep(1.6)  # longer than the linger since the last publish: the link is idle
-        storage.put([event(2)])
-        # were the linger counted from now, event 2 would need 1.5 s; 1.2 s is ample for one publish
-        assert mqtt_subscriber.wait_for(lambda m: received(mqtt_subscriber) == [1, 2], 1.2)
+        storage.put([event(3)])
+        # were the linger counted from now, event 3 would need 1.5 s; 1.2 s is ample for one publish
+        assert mqtt_subscriber.wait_for(lambda m: received(mqtt_subscriber) == [1, 2, 3], 1.2)
     finally:
         nb.stop(1.0)
 
 
 def test_rpc_reply_overtakes_a_lingering_batch_and_stop_ends_the_linger(
         lingering: Northbound, storage: MemoryStorage, mqtt_subscriber: Subscriber) -> None:
-    storage.put([event(1)])
-    assert mqtt_subscriber.wait_for(lambda m: received(mqtt_subscriber) == [1], 10)
-    storage.put([event(2)])  # the sender now lingers 30 s over it
+    storage.put([event(1), event(2)])  # a busy client: several events per batch
+    assert mqtt_subscriber.wait_for(lambda m: received(mqtt_subscriber) == [1, 2], 10)
+    storage.put([event(3)])  # the sender now lingers 30 s over it
     lingering.publish_rpc_reply("SN-1", 7, {"ok": True})
     assert mqtt_subscriber.wait_for(lambda m: any(t == RPC for t, _, _ in m), 10)
-    assert received(mqtt_subscriber) == [1]  # the reply did not wait for the linger; event 2 still does
-    assert storage.count() == 1  # and event 2 is kept until it is acknowledged
+    assert received(mqtt_subscriber) == [1, 2]  # the reply did not wait for the linger; event 3 still does
+    assert storage.count() == 1  # and event 3 is kept until it is acknowledged
     started = time.monotonic()
     lingering.stop(1.0)
     assert time.monotonic() - started < LONG_LINGER_MS / 1000 / 3
     assert storage.count() == 1  # unsent events stay stored for the next run
+
+
+def test_a_lone_event_after_a_lone_event_goes_out_at_once(lingering: Northbound, storage: MemoryStorage,
+                                                          mqtt_subscriber: Subscriber) -> None:
+    for n in range(1, 4):  # a quiet client, one request at a time
+        storage.put([event(n)])
+        assert mqtt_subscriber.wait_for(lambda m, n=n: received(mqtt_subscriber) == list(range(1, n + 1)), 10)
 
 
 def test_linger_zero_and_busy_flow_deliver_everything_in_order(broker: Broker, storage: MemoryStorage,
