@@ -106,6 +106,7 @@ def _thingsboard(data: dict, file: str, problems: Problems, env: Mapping[str, st
         max_payload_bytes=payload,
         rate_limits=_rate_limits(data, problems),
         min_reconnect_delay=min_delay, max_reconnect_delay=max_delay,
+        send_linger_ms=float(_get(data, "sendLingerMs", (int, float), _TB.send_linger_ms)),
         **credentials,
     )
 

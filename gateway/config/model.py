@@ -40,6 +40,7 @@ class ThingsBoardConfig:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     min_reconnect_delay: float = 1.0
     max_reconnect_delay: float = 60.0
+    send_linger_ms: float = 5.0  # under load, publishes of stored events at least this far apart
 
     def __repr__(self) -> str:  # never print secrets
         return f"ThingsBoardConfig(host={self.host!r}, port={self.port}, protocol={self.protocol!r})"

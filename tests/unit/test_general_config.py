@@ -230,3 +230,26 @@ def test_fuzz_yaml_text_never_crashes(text: str) -> None:
     yaml_lines(text)
     if document.data is not None:
         read_general(document.data, "/nonexistent/fuzz.yaml", document.problems, env={})
+
+
+def test_send_linger_is_read_defaulted_and_bounded(tmp_path: Path) -> None:
+    default = load_config(write_set(tmp_path, GENERAL), env={}).gateway.thingsboard
+    assert default.send_linger_ms == 5.0
+    general = {**GENERAL, "thingsboard": {**GENERAL["thingsboard"], "sendLingerMs": 0}}
+    assert load_config(write_set(tmp_path, general), env={}).gateway.thingsboard.send_linger_ms == 0.0
+    general = {**GENERAL, "thingsboard": {**GENERAL["thingsboard"], "sendLingerMs": 5000}}
+    [problem] = errors_of(write_set(tmp_path, general), {})
+    assert problem.pointer == "/thingsboard/sendLingerMs" and "0-1000" in problem.expected
+
+
+def test_send_linger_reaches_the_mqtt_client(tmp_path: Path) -> None:
+    from gateway.northbound.client import Northbound
+    from gateway.storage.memory import MemoryStorage, SizeLimits
+
+    general = {**GENERAL, "thingsboard": {**GENERAL["thingsboard"], "sendLingerMs": 20}}
+    tb = load_config(write_set(tmp_path, general), env={}).gateway.thingsboard
+    storage = MemoryStorage(SizeLimits(100, 1 << 20))
+    try:
+        assert Northbound(tb, storage).linger == 0.02
+    finally:
+        storage.close()
