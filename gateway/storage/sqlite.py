@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import sqlite3
 import threading
@@ -15,7 +16,11 @@ from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payload
 log = logging.getLogger(__name__)
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)"
-_INSERT = "INSERT INTO events(payload) VALUES (?)"
+#: rows per INSERT statement: one multi-row VALUES statement is one sqlite3_step, and Python's
+#: sqlite3 releases and re-takes the GIL around every step; with busy threads on another core each
+#: re-take can wait a whole GIL switch interval (5 ms), so a row-per-step executemany stretched
+#: group commits under load (unpinned, 64 connections: 28 % of the ceiling; see docs/performance.md)
+_ROWS_PER_INSERT = 64
 _MEASURE = "SELECT count(*), total(length(payload)) FROM events WHERE id > ?"
 _MEASURE_RANGE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ? AND id <= ?"
 _DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
@@ -271,7 +276,9 @@ class SqliteStorage(EventStorage):
             conn.execute("BEGIN IMMEDIATE")
             if trim > self._deleted_through:
                 conn.execute(_DELETE_THROUGH, (trim,))
-            conn.executemany(_INSERT, zip(rows))  # noqa: B905 - zip of one iterable yields 1-tuples
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start:start + _ROWS_PER_INSERT]
+                conn.execute(_insert_statement(len(chunk)), chunk)
             conn.execute("COMMIT")
             self._deleted_through = trim
             return None
@@ -363,6 +370,12 @@ class SqliteStorage(EventStorage):
     def _check_open(self) -> None:
         if self._closed:
             raise StorageFailure(f"event storage {self._path} is closed")
+
+
+@functools.cache
+def _insert_statement(rows: int) -> str:
+    """``INSERT`` of ``rows`` payloads in one statement; ids follow the order of the values."""
+    return "INSERT INTO events(payload) VALUES " + ",".join(["(?)"] * rows)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
