@@ -94,3 +94,28 @@ def test_linger_zero_and_busy_flow_deliver_everything_in_order(broker: Broker, s
             nb.stop(2.0)
     assert received(mqtt_subscriber) == [*range(300), *range(1000, 1300)]
     assert storage.count() == 0
+
+
+def test_an_idle_sender_is_woken_by_an_rpc_reply_and_by_stored_data(
+        broker: Broker, storage: MemoryStorage, mqtt_subscriber: Subscriber, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing stored, nothing in flight: a reply or a new event must not wait for the idle poll."""
+    from gateway.northbound import sender
+    from gateway.uplink import GatewayUplink
+
+    monkeypatch.setattr(sender, "IDLE_WAIT", 60.0)  # were the sender polling, nothing below would arrive
+    config = ThingsBoardConfig(host=broker.host, port=broker.port, access_token="t", protocol=broker.protocol)
+    nb = Northbound(config, storage, linger_ms=0.0)
+    nb.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not nb.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert nb.connected
+        time.sleep(0.5)  # the sender is now idle, waiting
+        nb.publish_rpc_reply("SN-1", 9, {"ok": True})
+        assert mqtt_subscriber.wait_for(lambda m: any(t == RPC for t, _, _ in m), 10)
+        time.sleep(0.5)
+        GatewayUplink(storage, nb).send([ConvertedData("SN-1", "Thermo", telemetry=[TelemetryEntry(5, {"n": 5})])])
+        assert mqtt_subscriber.wait_for(lambda m: received(mqtt_subscriber) == [5], 10)
+    finally:
+        nb.stop(1.0)
