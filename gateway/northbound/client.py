@@ -1,7 +1,6 @@
 """The northbound link: reads stored events, publishes them to ThingsBoard, hands downlink to a handler."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -13,7 +12,6 @@ from gateway.config.model import ThingsBoardConfig
 from gateway.northbound.dead_letters import DeadLetterFile
 from gateway.northbound.inbound import (
     SUBSCRIPTIONS,
-    TOPIC_OWN_RPC_REQUEST,
     TOPIC_OWN_RPC_RESPONSE,
     AttributeResponse,
     AttributeUpdate,
@@ -25,14 +23,8 @@ from gateway.northbound.inbound import (
 )
 from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import RateLimiter, SessionLimits, parse_session_limits
-from gateway.northbound.packing import (
-    DeadLetter,
-    Packer,
-    Publish,
-    attribute_request_publish,
-    encode,
-    rpc_reply_publish,
-)
+from gateway.northbound.own_calls import OwnCalls
+from gateway.northbound.packing import DeadLetter, Packer, Publish, encode, rpc_reply_publish
 from gateway.northbound.sender import Sender
 from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
 from gateway.storage.base import EventStorage
@@ -46,16 +38,6 @@ CREDENTIAL_REFUSALS = frozenset({2, 4, 5, 0x85, 0x86, 0x87, 0x8C})
 TOPIC_CLAIM = "v1/gateway/claim"
 #: default linger (ms): under load, the sender waits this long for more events to share a publish
 DEFAULT_SEND_LINGER_MS = 5.0
-
-
-class _OwnCall:
-    """One of the gateway's own client-side RPCs waiting for ThingsBoard's answer."""
-
-    __slots__ = ("answer", "done")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.answer: Any = None
 
 
 class DownlinkHandler(Protocol):
@@ -92,11 +74,7 @@ class Northbound:
         self.known = KnownDevices()
         self._rpc_out: deque[Publish] = deque()
         self._echo = EchoFilter()
-        self._limits_ids: set[int] = set()
-        self._own_calls: dict[int, _OwnCall] = {}
-        self._attribute_calls: dict[int, _OwnCall] = {}
-        self._next_attribute_request_id = 0
-        self._next_request_id = 0
+        self._own = OwnCalls(self._queue_out, self._withdraw, self._on_session_limits, self.log)
         self.pending_limits: SessionLimits | None = None
         self.session_limits: SessionLimits | None = None
         self.limiter = RateLimiter.from_config(config.rate_limits.messages_per_second,
@@ -157,14 +135,7 @@ class Northbound:
 
         Raises TimeoutError (the request is withdrawn if not sent yet) or ValueError for non-JSON params.
         """
-        payload = encode({"method": method, "params": params})
-        with self._lock:
-            request_id = self._new_request_id()
-        publish = Publish(TOPIC_OWN_RPC_REQUEST.format(request_id), payload)
-        answered, answer = self._ask(self._own_calls, request_id, publish, timeout)
-        if not answered:
-            raise TimeoutError(f"no answer to client-side RPC {method!r} within {timeout:g} s")
-        return answer
+        return self._own.client_rpc(method, params, timeout)
 
     def request_attributes(self, device: str, client: bool, keys: list[str], timeout: float) -> dict[str, Any] | None:
         """Ask ThingsBoard for ``device``'s client (``client``) or shared attributes ``keys``; wait ``timeout`` s.
@@ -172,40 +143,7 @@ class Northbound:
         Returns the values found (absent keys are left out), or None when no answer came in time.
         Raises ValueError for an empty device name or key list. Waiting holds only the caller's thread.
         """
-        with self._lock:
-            self._next_attribute_request_id += 1
-            request_id = self._next_attribute_request_id
-        publish = attribute_request_publish(request_id, device, client, keys)
-        answered, answer = self._ask(self._attribute_calls, request_id, publish, timeout)
-        if not answered:
-            return None
-        values = dict(answer or {})
-        if len(keys) == 1:  # ThingsBoard answers one requested key as "value", without its name
-            return {keys[0]: values["value"]} if "value" in values else {}
-        return values
-
-    def _ask(self, calls: dict[int, _OwnCall], request_id: int, publish: Publish,
-             timeout: float) -> tuple[bool, Any]:
-        """Queue ``publish`` and wait for the answer the inbound side files under ``request_id``.
-
-        Returns (answered, answer); on a timeout the request is withdrawn if it was not sent yet.
-        """
-        call = _OwnCall()
-        with self._lock:
-            calls[request_id] = call
-        self._queue_out(publish)
-        try:
-            return call.done.wait(timeout), call.answer
-        finally:
-            with self._lock:
-                calls.pop(request_id, None)
-                if publish in self._rpc_out:
-                    self._rpc_out.remove(publish)
-
-    def _new_request_id(self) -> int:
-        """The next id for ``v1/devices/me/rpc/request/{n}``; call with ``_lock`` held."""
-        self._next_request_id += 1
-        return self._next_request_id
+        return self._own.request_attributes(device, client, keys, timeout)
 
     def _queue_out(self, publish: Publish) -> None:
         """Queue a publish the sender sends before stored events (bounded; the oldest is dropped)."""
@@ -216,6 +154,12 @@ class Northbound:
                 self.log.warning("too many RPC replies waiting for ThingsBoard; dropped the oldest")
             self._rpc_out.append(publish)
         self._wake_sender()
+
+    def _withdraw(self, publish: Publish) -> None:
+        """Take a queued publish back if the sender has not taken it yet (an own call timed out)."""
+        with self._lock:
+            if publish in self._rpc_out:
+                self._rpc_out.remove(publish)
 
     def notify_stored(self) -> None:
         """Events were just stored: wake the sender if it idles waiting for PUBACKs (cheap otherwise).
@@ -352,12 +296,15 @@ class Northbound:
     def _start_session(self, session: MqttSession) -> None:
         """Subscribe to the downlink topics and ask ThingsBoard for its limits (answer not awaited)."""
         session.subscribe(list(SUBSCRIPTIONS) + [TOPIC_OWN_RPC_RESPONSE])
-        with self._lock:
-            request_id = self._new_request_id()
-            self._limits_ids.add(request_id)
-        request = json.dumps({"method": "getSessionLimits", "params": {"timeout": 5000}},
-                             separators=(",", ":")).encode()
-        session.publish(TOPIC_OWN_RPC_REQUEST.format(request_id), request, qos=1)
+        request = self._own.session_limits_request()
+        session.publish(request.topic, request.payload, qos=1)
+
+    def _on_session_limits(self, data: Any) -> None:
+        """ThingsBoard answered getSessionLimits: the sender applies the limits before its next publish."""
+        try:
+            self.pending_limits = parse_session_limits(data)
+        except ValueError as exc:
+            self.log.warning("ThingsBoard's getSessionLimits answer is unusable: %s", exc)
 
     # ------------------------------------------------------------------ downlink (network thread)
 
@@ -372,26 +319,8 @@ class Northbound:
             self.count("downlink_ignored")
             self.log.debug("ignored a malformed message on %s: %s", topic, exc)
             return
-        if isinstance(event, OwnRpcResponse):
-            with self._lock:
-                call = self._own_calls.pop(event.request_id, None)
-            if call is not None:
-                call.answer = event.data
-                call.done.set()
-            elif event.request_id in self._limits_ids:
-                try:
-                    self.pending_limits = parse_session_limits(event.data)
-                except ValueError as exc:
-                    self.log.warning("ThingsBoard's getSessionLimits answer is unusable: %s", exc)
-            return
-        if isinstance(event, AttributeResponse):
-            with self._lock:
-                waiting = self._attribute_calls.pop(event.request_id, None)
-            if waiting is None:
-                self.log.debug("ignored an attribute response nobody waits for (id %s)", event.request_id)
-            else:
-                waiting.answer = event.values
-                waiting.done.set()
+        if isinstance(event, (OwnRpcResponse, AttributeResponse)):
+            self._own.on_answer(event)
             return
         handler = self._handler
         if handler is None:
