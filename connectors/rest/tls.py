@@ -12,46 +12,13 @@ import threading
 import time
 
 from connectors.rest.tls_context import TlsConfigError, build_context
+from connectors.rest.tls_relay import CHUNK_BYTES, CONNECTING, DRAIN_QUIET_SECONDS, HANDSHAKE, OPEN, Relay
 
 __all__ = ["TlsConfigError", "TlsFront", "build_context"]
 
-CHUNK_BYTES = 64 * 1024
-BUFFER_LIMIT_BYTES = 256 * 1024  # per connection and direction; reading pauses above it
-DRAIN_QUIET_SECONDS = 0.25  # while closing, a connection quiet this long between requests is closed
 ACCEPTS_PER_WAKEUP = 64
 _ACCEPT_PAUSE_SECONDS = 0.1  # after EMFILE/ENFILE, so a full fd table cannot spin the loop
 _BACKEND_WARNING_INTERVAL = 60.0
-
-_HANDSHAKE, _CONNECTING, _OPEN = "handshake", "connecting", "open"
-
-
-class _Relay:
-    """One client connection: its TLS state, its waitress connection and both byte queues."""
-
-    __slots__ = ("client", "peer", "tls", "incoming", "outgoing", "backend", "phase", "deadline",
-                 "to_client", "to_backend", "client_tcp_eof", "client_eof", "backend_eof",
-                 "backend_shut", "closing_tls", "awaiting_response", "last_io", "masks")
-
-    def __init__(self, client: socket.socket, peer: object, context: ssl.SSLContext, deadline: float):
-        self.client = client
-        self.peer = peer
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
-        self.backend: socket.socket | None = None
-        self.phase = _HANDSHAKE
-        self.deadline = deadline  # of the handshake, then of the backend connect
-        self.to_client = bytearray()
-        self.to_backend = bytearray()
-        self.client_tcp_eof = False  # the client's TCP stream ended
-        self.client_eof = False  # no more plaintext will come from the client
-        self.backend_eof = False
-        self.backend_shut = False  # we half-closed the waitress connection
-        self.closing_tls = False  # close_notify queued; close once it is sent
-        self.awaiting_response = False  # request bytes went to waitress and no answer came yet
-        self.last_io = time.monotonic()
-        self.masks: dict[socket.socket, int] = {}
-
 
 class TlsFront:
     """Listens on the public address, terminates TLS and relays plaintext to waitress.
@@ -84,7 +51,7 @@ class TlsFront:
         self._selector: selectors.BaseSelector | None = None
         self._waker: tuple[socket.socket, socket.socket] | None = None
         self._thread: threading.Thread | None = None
-        self._relays: set[_Relay] = set()
+        self._relays: set[Relay] = set()
         self._accepting = False
         self._accept_resume_at = 0.0
         self._stop_requested = threading.Event()
@@ -185,7 +152,7 @@ class TlsFront:
         if not self._accepting and not stopping and self._accept_resume_at > now:
             timeout = min(timeout, self._accept_resume_at - now)
         for relay in self._relays:
-            if relay.phase != _OPEN:
+            if relay.phase != OPEN:
                 timeout = min(timeout, max(0.0, relay.deadline - now))
         return timeout
 
@@ -197,25 +164,17 @@ class TlsFront:
 
     def _housekeeping(self, now: float, stopping: bool) -> None:
         for relay in list(self._relays):
-            if relay.phase != _OPEN and now >= relay.deadline:
-                what = "TLS handshake" if relay.phase == _HANDSHAKE else "connect to waitress"
+            if relay.phase != OPEN and now >= relay.deadline:
+                what = "TLS handshake" if relay.phase == HANDSHAKE else "connect to waitress"
                 self._log.debug("%s from %s timed out; closing", what, relay.peer)
                 self._close_relay(relay)
-            elif stopping and self._is_idle(relay, now):
+            elif stopping and relay.is_idle(now):
                 self._close_relay(relay, graceful=True)
         if (not stopping and not self._accepting and len(self._relays) < self._limit
                 and now >= self._accept_resume_at):
             assert self._selector is not None
             self._selector.register(self._listener, selectors.EVENT_READ, "accept")
             self._accepting = True
-
-    @staticmethod
-    def _is_idle(relay: _Relay, now: float) -> bool:
-        """Between requests (or before the first): safe to close while draining."""
-        if relay.phase == _HANDSHAKE:
-            return True
-        return (not relay.awaiting_response and not relay.to_client and not relay.to_backend
-                and relay.incoming.pending == 0 and now - relay.last_io >= DRAIN_QUIET_SECONDS)
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -237,7 +196,7 @@ class TlsFront:
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                relay = _Relay(sock, peer, self._context, time.monotonic() + self._handshake_timeout)
+                relay = Relay(sock, peer, self._context, time.monotonic() + self._handshake_timeout)
             except OSError:
                 sock.close()
                 continue
@@ -245,7 +204,7 @@ class TlsFront:
             self._set_interest(relay, sock, selectors.EVENT_READ)
 
     # -- one connection ----------------------------------------------------------------------------
-    def _handle(self, relay: _Relay, sock: socket.socket, mask: int) -> None:
+    def _handle(self, relay: Relay, sock: socket.socket, mask: int) -> None:
         if relay not in self._relays:
             return  # closed earlier in this batch of events
         try:
@@ -253,18 +212,18 @@ class TlsFront:
                 if mask & selectors.EVENT_WRITE and not self._send(relay, sock, relay.to_client):
                     return
                 if mask & selectors.EVENT_READ:
-                    self._read_client(relay)
+                    relay.read_client()
             else:
                 if mask & selectors.EVENT_WRITE:
-                    if relay.phase == _CONNECTING:
+                    if relay.phase == CONNECTING:
                         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                         if code:
                             return self._backend_failed(relay, code)
-                        relay.phase = _OPEN
+                        relay.phase = OPEN
                     elif not self._send(relay, sock, relay.to_backend):
                         return
-                if mask & selectors.EVENT_READ and relay.phase == _OPEN:
-                    self._read_backend(relay)
+                if mask & selectors.EVENT_READ and relay.phase == OPEN:
+                    relay.read_backend()
             if relay in self._relays:
                 self._progress(relay)
         except (ssl.SSLError, OSError) as exc:
@@ -274,7 +233,7 @@ class TlsFront:
             self._log.warning("HTTPS connection from %s failed unexpectedly", relay.peer, exc_info=True)
             self._close_relay(relay)
 
-    def _send(self, relay: _Relay, sock: socket.socket, buffer: bytearray) -> bool:
+    def _send(self, relay: Relay, sock: socket.socket, buffer: bytearray) -> bool:
         """Send what the socket takes; False (and the relay closed) when the peer is gone."""
         try:
             sent = sock.send(buffer[:CHUNK_BYTES * 4])
@@ -288,35 +247,9 @@ class TlsFront:
         relay.last_io = time.monotonic()
         return True
 
-    def _read_client(self, relay: _Relay) -> None:
-        try:
-            data = relay.client.recv(CHUNK_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        relay.last_io = time.monotonic()
-        if data:
-            relay.incoming.write(data)
-        else:
-            relay.client_tcp_eof = True
-            relay.incoming.write_eof()
-
-    def _read_backend(self, relay: _Relay) -> None:
-        assert relay.backend is not None
-        try:
-            data = relay.backend.recv(CHUNK_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        relay.last_io = time.monotonic()
-        if data:
-            relay.awaiting_response = False
-            relay.tls.write(data)
-        else:
-            relay.backend_eof = True
-            relay.to_backend.clear()
-
-    def _progress(self, relay: _Relay) -> None:
+    def _progress(self, relay: Relay) -> None:
         """Advance the TLS state machine as far as the buffers allow, then update the interests."""
-        if relay.phase == _HANDSHAKE:
+        if relay.phase == HANDSHAKE:
             try:
                 relay.tls.do_handshake()
             except ssl.SSLWantReadError:
@@ -334,59 +267,27 @@ class TlsFront:
                 self._connect_backend(relay)
                 if relay not in self._relays:
                     return
-        if relay.phase != _HANDSHAKE and not relay.client_eof and not relay.backend_eof:
-            while len(relay.to_backend) < BUFFER_LIMIT_BYTES:
-                try:
-                    data = relay.tls.read(CHUNK_BYTES)
-                except ssl.SSLWantReadError:
-                    relay.client_eof = relay.client_tcp_eof
-                    break
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    relay.client_eof = True
-                    break
-                if not data:
-                    relay.client_eof = True
-                    break
-                relay.to_backend += data
-                relay.awaiting_response = True
+        if relay.phase != HANDSHAKE and not relay.client_eof and not relay.backend_eof:
+            relay.decrypt_to_backend()
         relay.to_client += relay.outgoing.read()
-        if (relay.client_eof and relay.phase == _OPEN and not relay.to_backend and not relay.backend_shut
+        if (relay.client_eof and relay.phase == OPEN and not relay.to_backend and not relay.backend_shut
                 and not relay.backend_eof):
             assert relay.backend is not None
             relay.backend.shutdown(socket.SHUT_WR)  # let waitress see the client's end
             relay.backend_shut = True
         if relay.backend_eof and not relay.closing_tls:
-            self._queue_close_notify(relay)
+            relay.queue_close_notify()
         if relay.closing_tls and not relay.to_client:
             self._close_relay(relay)
             return
         self._update_interests(relay)
 
-    def _queue_close_notify(self, relay: _Relay) -> None:
-        relay.closing_tls = True
-        try:
-            relay.tls.unwrap()
-        except (ssl.SSLError, ValueError):
-            pass  # close_notify is queued; the peer's reply is not awaited
-        relay.to_client += relay.outgoing.read()
+    def _update_interests(self, relay: Relay) -> None:
+        self._set_interest(relay, relay.client, relay.client_mask())
+        if relay.backend is not None:
+            self._set_interest(relay, relay.backend, relay.backend_mask())
 
-    def _update_interests(self, relay: _Relay) -> None:
-        client_mask = selectors.EVENT_WRITE if relay.to_client else 0
-        room = len(relay.to_backend) < BUFFER_LIMIT_BYTES and relay.incoming.pending < BUFFER_LIMIT_BYTES
-        if room and not relay.client_tcp_eof and not relay.closing_tls:
-            client_mask |= selectors.EVENT_READ
-        self._set_interest(relay, relay.client, client_mask)
-        if relay.backend is None:
-            return
-        if relay.phase == _CONNECTING:
-            backend_mask = selectors.EVENT_WRITE
-        else:
-            backend_mask = selectors.EVENT_WRITE if relay.to_backend else 0
-            if not relay.backend_eof and len(relay.to_client) < BUFFER_LIMIT_BYTES:
-                backend_mask |= selectors.EVENT_READ
-        self._set_interest(relay, relay.backend, backend_mask)
-
-    def _set_interest(self, relay: _Relay, sock: socket.socket, mask: int) -> None:
+    def _set_interest(self, relay: Relay, sock: socket.socket, mask: int) -> None:
         assert self._selector is not None
         current = relay.masks.get(sock, 0)
         if mask == current:
@@ -399,7 +300,7 @@ class TlsFront:
             self._selector.modify(sock, mask, relay)
         relay.masks[sock] = mask
 
-    def _connect_backend(self, relay: _Relay) -> None:
+    def _connect_backend(self, relay: Relay) -> None:
         sock = socket.socket(self._backend_family, socket.SOCK_STREAM)
         relay.backend = sock
         sock.setblocking(False)
@@ -408,13 +309,13 @@ class TlsFront:
         relay.deadline = time.monotonic() + self._handshake_timeout
         code = sock.connect_ex(self._backend_address)  # type: ignore[arg-type]
         if code == 0:
-            relay.phase = _OPEN
+            relay.phase = OPEN
         elif code in (errno.EINPROGRESS, errno.EWOULDBLOCK) and self._backend_family != socket.AF_UNIX:
-            relay.phase = _CONNECTING
+            relay.phase = CONNECTING
         else:
             self._backend_failed(relay, code)
 
-    def _backend_failed(self, relay: _Relay, code: int) -> None:
+    def _backend_failed(self, relay: Relay, code: int) -> None:
         now = time.monotonic()
         if now - self._last_backend_warning >= _BACKEND_WARNING_INTERVAL:
             self._last_backend_warning = now
@@ -423,7 +324,7 @@ class TlsFront:
                               _BACKEND_WARNING_INTERVAL)
         self._close_relay(relay)
 
-    def _close_relay(self, relay: _Relay, graceful: bool = False) -> None:
+    def _close_relay(self, relay: Relay, graceful: bool = False) -> None:
         if relay not in self._relays:
             return
         self._relays.discard(relay)
@@ -432,8 +333,8 @@ class TlsFront:
             if relay.masks[sock]:
                 self._selector.unregister(sock)
         relay.masks.clear()
-        if graceful and relay.phase != _HANDSHAKE and not relay.closing_tls:
-            self._queue_close_notify(relay)
+        if graceful and relay.phase != HANDSHAKE and not relay.closing_tls:
+            relay.queue_close_notify()
         if graceful and relay.to_client:
             try:
                 relay.client.send(relay.to_client)  # best effort: an alert or close_notify
