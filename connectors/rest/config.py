@@ -5,7 +5,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.rest.config_checks import check_rest_config
+from connectors.rest.config_checks import check_rest_config, check_served
 from connectors.rest.device_api.config import read_device_api
 from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, Security, ServerConfig, normalise_methods
 from converters.config import ConverterConfig, ConverterConfigError
@@ -75,6 +75,7 @@ def rest_config_from_data(data: Any, file: str, problems: Problems,
     sections = {name: tuple(_downlink(e) for e in _list(downlinks.get(name)) if isinstance(e, dict))
                 for name in DOWNLINK_SECTIONS}
     device_api = read_device_api(data.get("deviceApi"), file, "/deviceApi", problems)
+    check_served(data.get("mapping"), device_api, problems)
     config = RestConfig(file=file, format=fmt, server=server, mappings=mappings,
                         attribute_updates=sections["attributeUpdates"],
                         server_side_rpc=sections["serverSideRpc"],

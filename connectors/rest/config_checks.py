@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from connectors.rest.device_api.model import DeviceApiConfig
 from connectors.rest.downlink.attribute_requests import request_methods
 from connectors.rest.downlink.model import EntryError, parse_attribute_update, parse_rpc
 from connectors.rest.model import Mapping, RestConfig
@@ -47,6 +48,26 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
                                   if isinstance(entry.get(key), str)], problems)
     if config.device_api is not None and config.device_api.enabled:
         _check_device_api_paths(config.device_api.base_path, routes, problems)
+
+
+def check_served(raw_mapping: Any, device_api: DeviceApiConfig | None, problems: Problems) -> None:
+    """A rest.json must serve something: at least one ``mapping`` entry, or the enabled device API.
+
+    ``raw_mapping`` is the ``mapping`` value as written (``None`` when the key is absent); a value that
+    is not a list is the schema check's to report.
+    """
+    if device_api is not None and device_api.enabled:
+        return
+    if raw_mapping is None:
+        pointer, what = "", "there is no \"mapping\" key"
+    elif raw_mapping == []:
+        pointer, what = "/mapping", "\"mapping\" is empty"
+    else:
+        return
+    why = "there is no \"deviceApi\" section" if device_api is None else "\"deviceApi\" is disabled"
+    problems.error(pointer, f"nothing to serve: {what} and {why}",
+                   "at least one \"mapping\" entry (an endpoint and its converter), or an enabled "
+                   "\"deviceApi\" section to serve ThingsBoard's HTTP device API (docs/device-api.md)")
 
 
 def _check_device_api_paths(base_path: str, routes: dict[tuple[str, str], str], problems: Problems) -> None:

@@ -197,6 +197,47 @@ def test_custom_converter_without_extension(tmp_path: Path) -> None:
         ("/mapping/1/converter", 'custom converter without "extension"')]
 
 
+DEVICE_API = {"devices": [{"accessToken": "tok-1", "deviceName": "Boiler"}]}
+NOTHING_TO_SERVE = [  # (document, pointer of the error, its message)
+    ({"host": "127.0.0.1"}, "", 'there is no "mapping" key and there is no "deviceApi" section'),
+    ({"mapping": []}, "/mapping", '"mapping" is empty and there is no "deviceApi" section'),
+    ({"mapping": [], "deviceApi": {**DEVICE_API, "enabled": False}}, "/mapping",
+     '"mapping" is empty and "deviceApi" is disabled'),
+    ({"deviceApi": {"enabled": False}}, "", 'there is no "mapping" key and "deviceApi" is disabled'),
+    ({"server": {"port": 5000}}, "", 'there is no "mapping" key and there is no "deviceApi" section'),
+    ({"mapping": [], "server": {}, "deviceApi": {"enabled": False}}, "/mapping",
+     '"mapping" is empty and "deviceApi" is disabled'),
+]
+
+
+@pytest.mark.parametrize(("data", "pointer", "text"), NOTHING_TO_SERVE)
+def test_no_mapping_without_device_api_is_an_error_naming_both_fixes(
+        tmp_path: Path, data: dict, pointer: str, text: str) -> None:
+    errors, _ = problems_of(tmp_path, data)
+    assert [(e.pointer, e.message) for e in errors] == [(pointer, "nothing to serve: " + text)]
+    assert '"mapping" entry' in errors[0].expected and '"deviceApi"' in errors[0].expected
+    assert errors[0].line == (2 if pointer else 1)  # the "mapping" key's line, or the document's
+
+
+@pytest.mark.parametrize("data", [
+    {"deviceApi": DEVICE_API},
+    {"mapping": [], "deviceApi": DEVICE_API},
+    {"host": "127.0.0.1", "deviceApi": {}},  # enabled by being there, even with no device yet
+    {"server": {"port": 5000}, "deviceApi": {**DEVICE_API, "enabled": True}},
+    {"server": {"port": 5000}, "mapping": [], "requestsMapping": {}, "deviceApi": DEVICE_API},
+])
+def test_device_api_alone_is_a_valid_config(tmp_path: Path, data: dict) -> None:
+    config, problems = read_rest_config(write(tmp_path, data), EXTENSIONS)
+    assert problems.errors == [] and problems.warnings == []
+    assert config is not None and config.mappings == () and config.device_api is not None
+    assert config.device_api.enabled and config.format == ("current" if "server" in data else "legacy")
+
+
+def test_mapping_of_the_wrong_shape_is_reported_once(tmp_path: Path) -> None:
+    errors, _ = problems_of(tmp_path, {"mapping": {"endpoint": "/x"}})
+    assert [(e.pointer, e.message) for e in errors] == [("/mapping", "{'endpoint': '/x'} is not a list")], errors
+
+
 def test_port_message_is_human(tmp_path: Path) -> None:
     data = example()
     data["port"] = "5000x"
