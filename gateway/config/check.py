@@ -73,6 +73,10 @@ def _rest_summary(cfg: RestConfig) -> list[str]:
     for entry in cfg.attribute_requests:
         methods = ", ".join(entry.get("HTTPMethods") or ["POST"])
         lines.append(f"  {methods:<12} {entry.get('endpoint')}  attribute request")
+    api = cfg.device_api
+    if api is not None and api.enabled:
+        provisioning = ", provisioning on" if api.provisioning is not None else ""
+        lines.append(f"  device API   {api.base_path}/<token>/...  {len(api.devices)} device token(s){provisioning}")
     lines += _relative_urls(cfg)
     lines.append(f"  attribute updates: {len(cfg.attribute_updates)}, "
                  f"server-side RPC: {len(cfg.server_side_rpc)}, "

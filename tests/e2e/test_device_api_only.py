@@ -31,6 +31,7 @@ def test_check_accepts_a_device_api_only_config(tmp_path: Path, rest: dict[str, 
     done = check(tmp_path, rest)
     assert done.returncode == 0, done.stderr
     assert "Configuration is valid." in done.stdout
+    assert "device API   /api/v1/<token>/...  1 device token(s)" in done.stdout  # the summary shows what is served
 
 
 @pytest.mark.parametrize("rest", [
