@@ -173,10 +173,8 @@ def caster(type_name: str) -> Callable[[Any], Any]:
 
 def cast(value: Any, type_name: str) -> Any:
     """Cast ``value`` to ``type_name``; raises :class:`CastError` with the reason when it cannot."""
-    if value is None:
-        raise CastError("value is null")
     try:
-        kind = canonical_type(type_name)
+        convert = caster(type_name)
     except ValueError as exc:
         raise CastError(str(exc)) from None
-    return _CASTS[kind](value)
+    return convert(value)

@@ -54,6 +54,10 @@ def _lines(data: ConvertedData) -> str:
     return "".join(parts)
 
 
+def _nothing() -> None:
+    pass
+
+
 class GatewayUplink:
     """Implements :class:`connectors.base.Uplink` over the event storage and the northbound client."""
 
@@ -61,6 +65,9 @@ class GatewayUplink:
         self.storage = storage
         self.northbound = northbound
         self.retry_after = retry_after
+        # wakes an idle MQTT sender (it waits on its session, not on the storage); in-process tests
+        # and benchmarks may pass a northbound without one
+        self._notify_stored = getattr(northbound, "notify_stored", None) or _nothing
 
     def send(self, data: Sequence[ConvertedData]) -> None:
         payloads = [encode_record(item) for item in data]
@@ -73,9 +80,7 @@ class GatewayUplink:
             ) from None
         except StorageFailure as exc:
             raise UplinkUnavailable(f"storage cannot write ({exc}); retry later", self.retry_after) from None
-        notify = getattr(self.northbound, "notify_stored", None)
-        if notify is not None:
-            notify()
+        self._notify_stored()
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)
