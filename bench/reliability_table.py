@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,47 +113,50 @@ def _described(name: str, table: dict[str, str]) -> str | None:
     return table.get(name, table.get(name.split("[", 1)[0]))
 
 
-def fault_table(runs: list[FaultRun]) -> list[str]:
-    lines = ["| Fault | Test | Result | Acknowledged (200) | Delivered | Lost | Duplicated |",
-             "|---|---|---|---:|---:|---:|---:|"]
+def _rows(runs: list[FaultRun], described: dict[str, str], figures: Callable[[FaultRun], str | None]
+          ) -> list[str]:
+    """One table row per run whose test is in ``described``; dashes where the run printed no counts."""
+    lines = []
     for run in runs:
         name = run.node.split("::", 1)[1]
-        fault = _described(name, FAULTS)
+        fault = _described(name, described)
         if fault is None:
             continue
-        if run.counts:
-            acked = sum(c[0] for c in run.counts)
-            delivered = sum(c[1] for c in run.counts)
-            duplicates = sum(c[2] for c in run.counts)
-            # the tests assert delivered ⊇ acknowledged, so a PASSED run lost nothing
-            lost = "0" if run.result == "PASSED" else "see test output"
-            figures = f"{acked} | {delivered} | {lost} | {duplicates}"
-        else:
-            figures = "– | – | – | –"
         if run.notes:
             fault += f" ({'; '.join(run.notes)})"
-        lines.append(f"| {fault} | `{name}` | {run.result} | {figures} |")
-    lines += [f"| {fault} | no test yet | – | – | – | – | – |" for fault in PENDING]
+        lines.append(f"| {fault} | `{name}` | {run.result} | {figures(run) or '– | – | – | –'} |")
     return lines
+
+
+def _delivery_figures(run: FaultRun) -> str | None:
+    if not run.counts:
+        return None
+    acked, delivered, duplicates = (sum(c[i] for c in run.counts) for i in range(3))
+    # the tests assert delivered ⊇ acknowledged, so a PASSED run lost nothing
+    lost = "0" if run.result == "PASSED" else "see test output"
+    return f"{acked} | {delivered} | {lost} | {duplicates}"
+
+
+def _downlink_figures(run: FaultRun) -> str | None:
+    if not run.downlink:
+        return None
+    relayed, replied, errors = (sum(c[i] for c in run.downlink) for i in range(3))
+    # the tests assert replied == relayed, so a PASSED run left no RPC unanswered
+    unanswered = str(relayed - replied) if run.result == "PASSED" else "see test output"
+    return f"{relayed} | {replied} | {errors} | {unanswered}"
+
+
+def fault_table(runs: list[FaultRun]) -> list[str]:
+    return (["| Fault | Test | Result | Acknowledged (200) | Delivered | Lost | Duplicated |",
+             "|---|---|---|---:|---:|---:|---:|"]
+            + _rows(runs, FAULTS, _delivery_figures)
+            + [f"| {fault} | no test yet | – | – | – | – | – |" for fault in PENDING])
 
 
 def downlink_table(runs: list[FaultRun]) -> list[str]:
-    lines = ["| Fault | Test | Result | RPCs relayed | Replies | Error replies | Unanswered |",
+    return (["| Fault | Test | Result | RPCs relayed | Replies | Error replies | Unanswered |",
              "|---|---|---|---:|---:|---:|---:|"]
-    for run in runs:
-        name = run.node.split("::", 1)[1]
-        fault = _described(name, DOWNLINK_FAULTS)
-        if fault is None:
-            continue
-        if run.downlink:
-            relayed, replied, errors = (sum(c[i] for c in run.downlink) for i in range(3))
-            # the tests assert replied == relayed, so a PASSED run left no RPC unanswered
-            unanswered = str(relayed - replied) if run.result == "PASSED" else "see test output"
-            figures = f"{relayed} | {replied} | {errors} | {unanswered}"
-        else:
-            figures = "– | – | – | –"
-        lines.append(f"| {fault} | `{name}` | {run.result} | {figures} |")
-    return lines
+            + _rows(runs, DOWNLINK_FAULTS, _downlink_figures))
 
 
 def fuzz_table(figures_file: str) -> list[str]:
