@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from connectors.rest.device_api.lenient_json import LenientError, parse_lenient
@@ -97,11 +98,19 @@ def poll_timeout_ms(raw: str | None, maximum: int, default: int) -> int:
     return min(value or default, maximum)
 
 
-def key_list(raw: str | None) -> list[str]:
-    """``a,b,,c`` → ``["a", "b", "c"]`` (blanks dropped, order kept, duplicates removed)."""
-    if not raw:
-        return []
-    return list(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
+def key_list(raws: Iterable[str | None]) -> list[str]:
+    """Every key of repeated parameters and comma lists inside them, in order, duplicates removed.
+
+    ``["a,b", "", "c", "a"]`` → ``["a", "b", "c"]``. ThingsBoard's HTTP controller joins a repeated
+    ``sharedKeys`` like a comma list (ThingsBoard's own Python client sends the firmware keys so); its
+    CoAP transport keeps only the last one. Here both transports take the union.
+    """
+    keys: dict[str, None] = {}
+    for raw in raws:
+        for key in (raw or "").split(","):
+            if key.strip():
+                keys[key.strip()] = None
+    return list(keys)
 
 
 def reply_data(body: bytes) -> Any:

@@ -145,7 +145,8 @@ class _Views:
         return self._store(data)
 
     def _request_attributes(self, device: Device) -> Response:
-        client, shared = key_list(request.args.get("clientKeys")), key_list(request.args.get("sharedKeys"))
+        client = key_list(request.args.getlist("clientKeys"))
+        shared = key_list(request.args.getlist("sharedKeys"))
         if not client and not shared:
             return self._bad(BadPayload(
                 "name the attributes: clientKeys=a,b and/or sharedKeys=c,d (the gateway API cannot ask "
