@@ -14,6 +14,8 @@ from connectors.rest.device_api.model import (
     DEFAULT_MAX_POLL_TIMEOUT_MS,
     DEFAULT_MAX_QUEUED_RPC,
     DEFAULT_RPC_TTL_MS,
+    CoapConfig,
+    CoapRateLimit,
     DeviceApiConfig,
     DeviceCredentials,
     ProvisioningConfig,
@@ -70,9 +72,34 @@ def read_device_api(data: Any, file: str, pointer: str, problems: Problems) -> D
     config = DeviceApiConfig(enabled=data.get("enabled", True) is True,
                              base_path=_str(data, "basePath", DEFAULT_BASE_PATH).rstrip("/") or "/",
                              devices=tuple(devices), provisioning=provisioning, firmware_path=firmware_path,
-                             pointer=pointer, **limits)
+                             coap=read_coap(data.get("coap")), pointer=pointer, **limits)
     check_device_api(config, data, problems)
     return config
+
+
+def read_coap(data: Any) -> CoapConfig | None:
+    """``deviceApi.coap`` (None when absent or not an object: the schema check reports the latter)."""
+    if not isinstance(data, dict):
+        return None
+    limit = data.get("rateLimit")
+    rate = CoapRateLimit()
+    if isinstance(limit, dict):
+        requests = _positive_int(limit, "requests", rate.requests)
+        per = limit.get("perSeconds", 1)
+        per_seconds = float(per) if isinstance(per, int | float) and not isinstance(per, bool) and per > 0 else 1.0
+        rate = CoapRateLimit(requests, per_seconds, _positive_int(limit, "burst", requests),
+                             _positive_int(limit, "maxAddresses", rate.max_addresses))
+    defaults = CoapConfig()
+    port = data.get("port", defaults.port)
+    return CoapConfig(
+        enabled=data.get("enabled", True) is True,
+        host=_str(data, "host", defaults.host).strip() or defaults.host,
+        port=port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else defaults.port,
+        observe_check_seconds=_positive_int(data, "observeCheckSeconds", defaults.observe_check_seconds),
+        max_observations=_positive_int(data, "maxObservations", defaults.max_observations),
+        max_payload_bytes=_positive_int(data, "maxPayloadBytes", defaults.max_payload_bytes),
+        max_concurrent_requests=_positive_int(data, "maxConcurrentRequests", defaults.max_concurrent_requests),
+        rate_limit=rate)
 
 
 def check_device_api(config: DeviceApiConfig, data: dict[str, Any], problems: Problems) -> None:

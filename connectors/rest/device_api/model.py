@@ -1,4 +1,4 @@
-"""The ``deviceApi`` section of rest.json, normalised: local credentials, provisioning, firmware, limits."""
+"""The ``deviceApi`` section of rest.json, normalised: credentials, provisioning, firmware, limits, CoAP."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +13,35 @@ DEFAULT_ATTRIBUTE_REQUEST_TIMEOUT_MS = 10_000
 DEFAULT_MAX_PENDING_KEYS = 1000
 DEFAULT_MAX_QUEUED_RPC = 100
 REGISTRY_FILE = "device-api.db"
+DEFAULT_COAP_PORT = 5683
+DEFAULT_OBSERVE_CHECK_SECONDS = 120
+DEFAULT_MAX_OBSERVATIONS = 10_000
+DEFAULT_COAP_MAX_PAYLOAD = 65_000
+DEFAULT_COAP_MAX_CONCURRENT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class CoapRateLimit:
+    """A token bucket per source address: ``requests`` per ``per_seconds``, up to ``burst`` at once."""
+
+    requests: int = 1000
+    per_seconds: float = 1.0
+    burst: int = 2000
+    max_addresses: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CoapConfig:
+    """``deviceApi.coap``: ThingsBoard's CoAP device API over UDP."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_COAP_PORT
+    observe_check_seconds: int = DEFAULT_OBSERVE_CHECK_SECONDS
+    max_observations: int = DEFAULT_MAX_OBSERVATIONS
+    max_payload_bytes: int = DEFAULT_COAP_MAX_PAYLOAD
+    max_concurrent_requests: int = DEFAULT_COAP_MAX_CONCURRENT
+    rate_limit: CoapRateLimit = CoapRateLimit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +84,7 @@ class DeviceApiConfig:
     attribute_request_timeout_ms: int = DEFAULT_ATTRIBUTE_REQUEST_TIMEOUT_MS
     max_pending_keys: int = DEFAULT_MAX_PENDING_KEYS
     max_queued_rpc: int = DEFAULT_MAX_QUEUED_RPC
+    coap: CoapConfig | None = None  # None: no CoAP transport
     pointer: str = "/deviceApi"
 
     def secrets(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""Flask views of the device API: ThingsBoard's status codes, bodies and headers, endpoint by endpoint."""
+"""The device API's HTTP front: Flask views mapping each operation's outcome to ThingsBoard's status
+codes, bodies and headers (the operations themselves are in operations.py, shared with CoAP)."""
 from __future__ import annotations
 
 import json
@@ -8,24 +9,18 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from connectors.base import UplinkUnavailable
-from connectors.rest.device_api.firmware import find_package, read_range
 from connectors.rest.device_api.mailbox import Closed
-from connectors.rest.device_api.payloads import (
-    BadPayload,
-    attributes_data,
-    key_list,
-    optional_object,
-    parse_json,
-    poll_timeout_ms,
-    reply_data,
-    telemetry_data,
+from connectors.rest.device_api.operations import (
+    DeviceOperations,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    UpstreamTimeout,
 )
-from connectors.rest.device_api.provisioning import provision
-from connectors.rest.device_api.registry import Device, RegistryFailure
+from connectors.rest.device_api.payloads import BadPayload, poll_timeout_ms
+from connectors.rest.device_api.registry import Device
 from connectors.rest.device_api.service import DeviceApi
 from connectors.rest.responses import error_response
-from converters.model import ConvertedData
 
 DEFAULT_POLL_TIMEOUT_MS = 60_000
 
@@ -68,6 +63,16 @@ def _guarded(api: DeviceApi, name: str, view: Callable[..., Response]) -> Callab
             return view(**kwargs)
         except HTTPException:
             raise
+        except Unauthorized:
+            return empty(401)
+        except BadPayload as exc:
+            return error_response(400, str(exc))
+        except NotFound as exc:
+            return error_response(404, str(exc))
+        except Unavailable as exc:
+            return error_response(503, exc.reason, {"Retry-After": str(exc.retry_after)})
+        except UpstreamTimeout as exc:
+            return error_response(504, str(exc))
         except Exception:
             api.log.exception("device API: unexpected error on %s %s", request.method, name)
             return error_response(500, "internal error; see the gateway log")
@@ -76,32 +81,16 @@ def _guarded(api: DeviceApi, name: str, view: Callable[..., Response]) -> Callab
 
 
 class _Views:
+    """Each view: authenticate, run the operation, answer. Outcomes other than success are exceptions
+    that :func:`_guarded` turns into ThingsBoard's codes."""
+
     def __init__(self, api: DeviceApi) -> None:
         self.api = api
         self.cfg = api.config
+        self.ops = DeviceOperations(api)
 
-    # ------------------------------------------------------------- helpers
-
-    def _device(self, token: str) -> Device | None:
-        device = self.api.registry.lookup(token)
-        if device is None:
-            self.api.count("unauthorized")
-        return device
-
-    def _bad(self, exc: Exception) -> Response:
-        self.api.count("bad_requests")
-        return error_response(400, str(exc))
-
-    def _store(self, data: ConvertedData) -> Response:
-        if data.is_empty():
-            return empty(200)
-        try:
-            self.api.uplink.send([data])
-        except UplinkUnavailable as exc:
-            return error_response(503, f"data not accepted: {exc.reason}", {"Retry-After": str(exc.retry_after)})
-        except ValueError as exc:
-            return self._bad(exc)
-        return empty(200)
+    def _body(self) -> bytes:
+        return request.get_data(cache=False)
 
     def _poll(self, wait: Callable[[], Response]) -> Response:
         if not self.api.slots.try_acquire():
@@ -115,130 +104,47 @@ class _Views:
             self.api.slots.release()
 
     def _timeout(self) -> float:
-        return poll_timeout_ms(request.args.get("timeout"), self.cfg.max_poll_timeout_ms,
-                               DEFAULT_POLL_TIMEOUT_MS) / 1000
+        try:
+            return poll_timeout_ms(request.args.get("timeout"), self.cfg.max_poll_timeout_ms,
+                                   DEFAULT_POLL_TIMEOUT_MS) / 1000
+        except BadPayload as exc:
+            raise self.ops.bad(str(exc)) from None
 
     # ------------------------------------------------------------- uplink
 
     def telemetry(self, token: str) -> Response:
-        device = self._device(token)
-        if device is None:
-            return empty(401)
-        try:
-            data = telemetry_data(request.get_data(cache=False), device.name, device.type)
-        except BadPayload as exc:
-            return self._bad(exc)
-        self.api.count("telemetry_posts")
-        return self._store(data)
+        device = self.ops.device(token)
+        self.ops.store([self.ops.telemetry(device, self._body())])
+        return empty(200)
 
     def attributes(self, token: str) -> Response:
-        device = self._device(token)
-        if device is None:
-            return empty(401)
+        device = self.ops.device(token)
         if request.method == "GET":
-            return self._request_attributes(device)
-        try:
-            data = attributes_data(request.get_data(cache=False), device.name, device.type)
-        except BadPayload as exc:
-            return self._bad(exc)
-        self.api.count("attribute_posts")
-        return self._store(data)
-
-    def _request_attributes(self, device: Device) -> Response:
-        client = key_list(request.args.getlist("clientKeys"))
-        shared = key_list(request.args.getlist("sharedKeys"))
-        if not client and not shared:
-            return self._bad(BadPayload(
-                "name the attributes: clientKeys=a,b and/or sharedKeys=c,d (the gateway API cannot ask "
-                "ThingsBoard for all attributes of one scope)"))
-        request_attributes = getattr(self.api.uplink, "request_attributes", None)
-        if request_attributes is None:
-            return error_response(501, "attribute requests are not available in this gateway build")
-        timeout = self.cfg.attribute_request_timeout_ms / 1000
-        result: dict[str, Any] = {}
-        try:
-            for scope, keys in (("client", client), ("shared", shared)):
-                if keys:
-                    values = request_attributes(device.name, scope == "client", keys, timeout)
-                    if values is None:
-                        raise TimeoutError(scope)
-                    if values:
-                        result[scope] = values
-        except TimeoutError:
-            return error_response(504, f"ThingsBoard did not answer the attribute request within "
-                                  f"{timeout:g} s (attributeRequestTimeout)")
-        except UplinkUnavailable as exc:
-            return error_response(503, exc.reason, {"Retry-After": str(exc.retry_after)})
-        return _json(200, result)
+            return _json(200, self.ops.request_attributes(device, request.args.getlist("clientKeys"),
+                                                          request.args.getlist("sharedKeys")))
+        self.ops.store([self.ops.attributes(device, self._body())])
+        return empty(200)
 
     def claim(self, token: str) -> Response:
-        device = self._device(token)
-        if device is None:
-            return empty(401)
-        try:
-            body = optional_object(request.get_data(cache=False), "the claim request")
-            secret = body.get("secretKey", "")
-            duration = body.get("durationMs", 0)
-            if not isinstance(secret, str):
-                raise BadPayload("secretKey must be a string")
-            if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
-                raise BadPayload("durationMs must be a non-negative integer (milliseconds)")
-        except BadPayload as exc:
-            return self._bad(exc)
-        try:
-            self.api.uplink.claim(device.name, secret, duration)
-        except UplinkUnavailable as exc:
-            return error_response(503, exc.reason, {"Retry-After": str(exc.retry_after)})
-        self.api.count("claims")
+        self.ops.claim(self.ops.device(token), self._body())
         return empty(200)
 
     def provision(self) -> Response:
-        try:
-            answer = provision(parse_json(request.get_data(cache=False)), self.cfg.provisioning,
-                               self.api.registry)
-        except BadPayload as exc:
-            return self._bad(exc)
-        except RegistryFailure as exc:
-            self.api.log.error("device API: cannot store a provisioned device: %s", exc)
-            return error_response(503, "the device registry cannot be written; retry later",
-                                  {"Retry-After": "5"})
-        if answer["status"] == "SUCCESS":
-            self.api.count("provisioned")
-            self.api.log.info("device API: provisioned a new device")
-        return _json(200, answer)
+        return _json(200, self.ops.provision(self._body()))
 
     def firmware(self, token: str) -> Response:
-        device = self._device(token)
-        if device is None:
-            return empty(401)
-        title, version = request.args.get("title"), request.args.get("version")
-        if not title or not version:
-            return self._bad(BadPayload("title and version are required"))
-        try:
-            size = int(request.args.get("size") or 0)
-            chunk = int(request.args.get("chunk") or 0)
-            if size < 0 or chunk < 0:
-                raise ValueError
-        except ValueError:
-            return self._bad(BadPayload("size and chunk must be non-negative integers"))
-        package = find_package(self.cfg.firmware_path, title, version)
-        if package is None:
-            return error_response(404, f"no package {title!r} version {version!r}")
-        data = read_range(package, size, chunk)
-        self.api.count("firmware_downloads")
-        return Response(data, status=200, mimetype="application/octet-stream", headers={
-            "Content-Disposition": f"attachment;filename={package.filename}", "x-filename": package.filename})
+        self.ops.device(token)
+        args = request.args
+        found = self.ops.firmware(args.get("title"), args.get("version"), args.get("size"), args.get("chunk"))
+        filename = found.package.filename
+        return Response(found.data, status=200, mimetype="application/octet-stream", headers={
+            "Content-Disposition": f"attachment;filename={filename}", "x-filename": filename})
 
     # ------------------------------------------------------------- downlink
 
     def attribute_updates(self, token: str) -> Response:
-        device = self._device(token)
-        if device is None:
-            return empty(401)
-        try:
-            timeout = self._timeout()
-        except BadPayload as exc:
-            return self._bad(exc)
+        device = self.ops.device(token)
+        timeout = self._timeout()
 
         def wait() -> Response:
             update = self.api.mailboxes.wait_attributes(device.name, timeout)
@@ -247,15 +153,10 @@ class _Views:
         return self._poll(wait)
 
     def rpc(self, token: str) -> Response:
-        device = self._device(token)
-        if device is None:
-            return empty(401)
+        device = self.ops.device(token)
         if request.method == "POST":
             return self._client_rpc(device)
-        try:
-            timeout = self._timeout()
-        except BadPayload as exc:
-            return self._bad(exc)
+        timeout = self._timeout()
 
         def wait() -> Response:
             rpc = self.api.mailboxes.wait_rpc(device.name, timeout)
@@ -266,40 +167,16 @@ class _Views:
         return self._poll(wait)
 
     def rpc_reply(self, token: str, request_id: str) -> Response:
-        device = self._device(token)
-        if device is None:
-            return empty(401)
-        if not request_id.lstrip("-").isdigit():
-            return self._bad(BadPayload(f"the RPC id {request_id!r} is not an integer"))
-        rid = int(request_id)
-        data = reply_data(request.get_data(cache=False))
-        if not self.api.mailboxes.take_reply_slot(device.name, rid):
-            return error_response(404, f"no RPC {rid} is waiting for a reply from this device")
-        try:
-            self.api.uplink.publish_rpc_reply(device.name, rid, data)
-        except ValueError as exc:
-            return self._bad(exc)
+        self.ops.rpc_reply(self.ops.device(token), request_id, self._body())
         return empty(200)
 
     def _client_rpc(self, device: Device) -> Response:
-        try:
-            body = parse_json(request.get_data(cache=False))
-            if not isinstance(body, dict) or not isinstance(body.get("method"), str) or not body["method"]:
-                raise BadPayload("a client-side RPC is {\"method\": \"...\", \"params\": ...}")
-        except BadPayload as exc:
-            return self._bad(exc)
-        params = {"device": device.name, "params": body.get("params")}
-        timeout = self.cfg.client_rpc_timeout_ms / 1000
+        rpc_request = self.ops.client_rpc_request(self._body())
 
         def wait() -> Response:
-            self.api.count("client_rpc")
             try:
-                answer = self.api.uplink.client_rpc(body["method"], params, timeout)
-            except TimeoutError:
-                self.api.count("client_rpc_timeouts")
-                return _json(200, {"error": "timeout"})
-            except ValueError as exc:
-                return self._bad(exc)
-            return _json(200, answer)
+                return _json(200, self.ops.client_rpc(device, rpc_request))
+            except UpstreamTimeout:
+                return _json(200, {"error": "timeout"})  # ThingsBoard's own answer over HTTP
 
         return self._poll(wait)
