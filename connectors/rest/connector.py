@@ -9,6 +9,7 @@ from typing import Any
 
 from connectors.base import Connector, Uplink
 from connectors.rest.app import create_app
+from connectors.rest.device_api.coap.server import CoapServer
 from connectors.rest.device_api.service import DeviceApi
 from connectors.rest.device_api.views import register_device_api
 from connectors.rest.downlink.attribute_requests import AttributeRequestEntry, AttributeRequestHandler
@@ -47,8 +48,12 @@ class RestConnector(Connector):
         self.app = create_app(handlers, config.server.max_body_bytes, self._status, self.log)
         server_config = config.server
         self.device_api: DeviceApi | None = None
+        self.coap: CoapServer | None = None
         if config.device_api is not None and config.device_api.enabled:
             self.device_api = DeviceApi(config.device_api, uplink, state_dir, self.log)
+            coap = config.device_api.coap
+            if coap is not None and coap.enabled:
+                self.coap = CoapServer(self.device_api, coap, self.log)
             register_device_api(self.app, self.device_api)
             # a waiting long poll holds a waitress thread: one more thread per allowed poll
             server_config = replace(server_config,
@@ -72,13 +77,22 @@ class RestConnector(Connector):
         return summary
 
     def start(self) -> None:
-        self.server.start()
+        if self.coap is not None:
+            self.coap.start()  # first: a taken UDP port stops the start before anything else runs
+        try:
+            self.server.start()
+        except BaseException:
+            if self.coap is not None:
+                self.coap.stop()
+            raise
         self.downlink.start()
 
     def stop(self) -> None:
         self.downlink.stop()  # first: queued relays may post back into this connector's own server
         if self.device_api is not None:
             self.device_api.release_polls()  # waiting polls answer 503 now instead of holding the stop
+        if self.coap is not None:
+            self.coap.stop()  # observations end with 2.02, posts in flight finish storing
         self.server.stop()
         if self.device_api is not None:
             self.device_api.close()
@@ -96,4 +110,11 @@ class RestConnector(Connector):
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type_name, "port": self.server.port,
                 "endpoints": len(self.config.mappings), "downlink": self.downlink.stats(),
-                **({"device_api": self.device_api.stats()} if self.device_api is not None else {})}
+                **({"device_api": self._device_api_stats()} if self.device_api is not None else {})}
+
+    def _device_api_stats(self) -> dict[str, Any]:
+        assert self.device_api is not None
+        stats = self.device_api.stats()
+        if self.coap is not None:
+            stats.update(self.coap.stats(), coap_port=self.coap.port)
+        return stats

@@ -1,13 +1,17 @@
-"""Per-device downlink for long polls: shared-attribute updates merged per key, RPCs queued with expiry.
+"""Per-device downlink for HTTP long polls and CoAP observations: shared-attribute updates merged per
+key, RPCs queued with expiry.
 
-ThingsBoard drops what arrives while no poll waits; here it is kept (bounded) until the next poll.
-Waiting polls block on a per-device condition; :meth:`Mailboxes.close` wakes every one of them.
+ThingsBoard drops what arrives while no poll waits; here it is kept (bounded) until the next poll or
+notification. Waiting polls block on a per-device condition; :meth:`Mailboxes.close` wakes every one
+of them. CoAP observers do not block: they register a listener that is called on every put, take
+what is pending, and give it back when the notification was not acknowledged.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,7 @@ class _Box:
     deleted: dict[str, None] = field(default_factory=dict)  # ordered set
     rpcs: deque[QueuedRpc] = field(default_factory=deque)
     awaiting_reply: dict[int, float] = field(default_factory=dict)  # RPC id → expiry
+    listeners: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Mailboxes:
@@ -80,6 +85,9 @@ class Mailboxes:
             self.counters["attribute_updates_kept"] += 1
             self.counters["attribute_keys_dropped"] += dropped
             box.cond.notify_all()
+            listeners = list(box.listeners)
+        for listener in listeners:
+            listener()
 
     def put_rpc(self, device: str, request_id: int, method: str, params: Any) -> None:
         """Queue a server-side RPC until a poll takes it or it expires (the oldest dropped when full)."""
@@ -92,6 +100,9 @@ class Mailboxes:
             box.rpcs.append(QueuedRpc(request_id, method, params, time.monotonic() + self.rpc_ttl))
             self.counters["rpc_queued"] += 1
             box.cond.notify_all()
+            listeners = list(box.listeners)
+        for listener in listeners:
+            listener()
 
     # ------------------------------------------------------------- polls
 
@@ -119,11 +130,72 @@ class Mailboxes:
             if not self._wait(box, ready, timeout):
                 return None
             rpc = box.rpcs.popleft()
-            now = time.monotonic()
-            box.awaiting_reply = {i: t for i, t in box.awaiting_reply.items() if t > now}
-            box.awaiting_reply[rpc.request_id] = now + self.rpc_ttl
-            self.counters["rpc_delivered"] += 1
+            self._delivered(box, rpc)
             return rpc
+
+    def _delivered(self, box: _Box, rpc: QueuedRpc) -> None:
+        now = time.monotonic()
+        box.awaiting_reply = {i: t for i, t in box.awaiting_reply.items() if t > now}
+        box.awaiting_reply[rpc.request_id] = now + self.rpc_ttl
+        self.counters["rpc_delivered"] += 1
+
+    # ------------------------------------------------------------- observers (non-blocking)
+
+    def add_listener(self, device: str, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (from the putting thread, outside the lock) whenever something arrives."""
+        with self._lock:
+            self._box(device).listeners.append(listener)
+
+    def remove_listener(self, device: str, listener: Callable[[], None]) -> None:
+        with self._lock:
+            box = self._boxes.get(device)
+            if box is not None and listener in box.listeners:
+                box.listeners.remove(listener)
+
+    def take_attributes(self, device: str) -> dict[str, Any] | None:
+        """The pending update (as :meth:`wait_attributes` returns it) without waiting; None when none."""
+        return self.wait_attributes(device, 0)
+
+    def restore_attributes(self, device: str, update: dict[str, Any]) -> None:
+        """Give back an update that did not reach the device; what arrived since is newer and wins."""
+        with self._lock:
+            box = self._box(device)
+            deleted = update.get("deleted")
+            older = {k: v for k, v in update.items()
+                     if not (k == "deleted" and isinstance(deleted, list))
+                     and k not in box.updates and k not in box.deleted}
+            box.updates = {**older, **box.updates}
+            if isinstance(deleted, list):
+                gone = {k: None for k in deleted
+                        if isinstance(k, str) and k not in box.updates and k not in box.deleted}
+                box.deleted = {**gone, **box.deleted}
+            while len(box.updates) + len(box.deleted) > self.max_pending_keys:
+                oldest = box.deleted if box.deleted else box.updates
+                oldest.pop(next(iter(oldest)))
+                self.counters["attribute_keys_dropped"] += 1
+
+    def lease_rpc(self, device: str) -> QueuedRpc | None:
+        """The oldest unexpired RPC, taken out of the queue but not yet delivered (see :meth:`confirm_rpc`)."""
+        with self._lock:
+            box = self._box(device)
+            self._expire(box, time.monotonic())
+            return box.rpcs.popleft() if box.rpcs else None
+
+    def confirm_rpc(self, device: str, rpc: QueuedRpc) -> None:
+        """The device acknowledged ``rpc``: it may now be answered."""
+        with self._lock:
+            self._delivered(self._box(device), rpc)
+
+    def return_rpc(self, device: str, rpc: QueuedRpc) -> None:
+        """``rpc`` did not reach the device: first in line again (unless it has expired meanwhile)."""
+        with self._lock:
+            box = self._box(device)
+            if rpc.expires <= time.monotonic():
+                self.counters["rpc_expired"] += 1
+            elif len(box.rpcs) >= self.max_queued_rpc:
+                self.counters["rpc_dropped"] += 1  # the oldest goes when full, as in put_rpc
+            else:
+                box.rpcs.appendleft(rpc)
 
     def take_reply_slot(self, device: str, request_id: int) -> bool:
         """True (once) when ``request_id`` was delivered to ``device`` and is still waiting for a reply."""
