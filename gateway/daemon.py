@@ -25,7 +25,7 @@ def config_secrets(loaded: LoadedConfig) -> Iterator[str]:
     yield from (tb.access_token, tb.password)
     for _, rest in loaded.connectors:
         for mapping in rest.mappings:
-            yield mapping.security.password
+            yield from mapping.security.secrets()  # basic password, bearer tokens, hmac secret
         for entry in (*rest.attribute_updates, *rest.server_side_rpc):
             security = entry.get("security") or {}
             if isinstance(security, dict) and isinstance(security.get("password"), str):
