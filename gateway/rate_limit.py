@@ -16,6 +16,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from gateway.config.document import Problems
+from gateway.config.locate import join
 
 BY_KEYS = ("endpoint", "client", "device")
 
@@ -39,6 +43,31 @@ class RequestRateLimit:
     def capacity(self) -> int:
         """Most requests let through at once after a quiet period."""
         return self.burst or max(1, math.ceil(self.requests))
+
+
+def read_rate_limit(section: Any, pointer: str, problems: Problems,
+                    by_keys: tuple[str, ...] = BY_KEYS) -> RequestRateLimit | None:
+    """The limit of a ``rateLimit`` config object (types already checked by the schema); ``None`` if absent."""
+    if not isinstance(section, dict):
+        return None
+    requests, per = section.get("requests"), section.get("perSeconds", 1)
+    if not _positive(requests) or not _positive(per):
+        return None  # the schema has reported it
+    burst = section.get("burst", 0)
+    burst = burst if isinstance(burst, int) and not isinstance(burst, bool) and burst >= 1 else 0
+    by = section.get("by", "endpoint")
+    if by not in by_keys:
+        if "by" in section and isinstance(by, str):
+            problems.error(join(pointer, "by"), f"rateLimit by {by!r} is not available here", " or ".join(by_keys))
+        by = "endpoint"
+    max_keys = section.get("maxKeys", 10_000)
+    max_keys = max_keys if isinstance(max_keys, int) and not isinstance(max_keys, bool) and max_keys > 0 else 10_000
+    return RequestRateLimit(requests=float(requests), per_seconds=float(per), burst=burst, by=by,
+                            max_keys=max_keys)
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 class RateLimited(Exception):

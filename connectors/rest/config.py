@@ -10,13 +10,14 @@ from typing import Any
 from connectors.rest.config_checks import check_rest_config, check_served
 from connectors.rest.device_api.config import read_device_api
 from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, ServerConfig, normalise_methods
-from connectors.rest.security_config import read_rate_limit, read_security
+from connectors.rest.security_config import read_security
 from converters.config import ConverterConfig, ConverterConfigError
 from gateway.config.document import Problems, read_document, resolve_path
 from gateway.config.env_secrets import resolve_env_secrets
 from gateway.config.errors import ConfigError
 from gateway.config.locate import join
 from gateway.config.schema_check import check_schema, load_schema, schema_path
+from gateway.rate_limit import read_rate_limit
 
 LEGACY, CURRENT = "legacy", "current"
 FORMAT_NAMES = {LEGACY: "ThingsBoard gateway legacy format (rest-connector.md)",

@@ -1,4 +1,4 @@
-"""Reads and checks a mapping endpoint's ``security`` (anonymous, basic, bearer, hmac) and ``rateLimit``.
+"""Reads and checks a mapping endpoint's ``security`` (anonymous, basic, bearer, hmac).
 
 Problems are reported by JSON pointer and never show a secret's value.
 """
@@ -11,7 +11,6 @@ from connectors.rest.hmac_auth import ALGORITHMS
 from connectors.rest.model import HmacSettings, Security
 from gateway.config.document import Problems, resolve_path
 from gateway.config.locate import join
-from gateway.rate_limit import BY_KEYS, RequestRateLimit
 
 ENDPOINT_SECURITY_TYPES = ("anonymous", "basic", "bearer", "hmac")
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token: what fits after "Bearer "
@@ -31,27 +30,6 @@ def read_security(section: dict[str, Any], file: str, pointer: str, problems: Pr
         hmac_settings = _hmac(section, pointer, problems)
     return Security(type=kind, username=_str(section, "username"), password=_str(section, "password"),
                     tokens=tuple(tokens), hmac=hmac_settings)
-
-
-def read_rate_limit(section: Any, pointer: str, problems: Problems,
-                    by_keys: tuple[str, ...] = BY_KEYS) -> RequestRateLimit | None:
-    """The limit of a ``rateLimit`` object (types already checked by the schema); ``None`` if absent."""
-    if not isinstance(section, dict):
-        return None
-    requests, per = section.get("requests"), section.get("perSeconds", 1)
-    if not _positive(requests) or not _positive(per):
-        return None  # the schema has reported it
-    burst = section.get("burst", 0)
-    burst = burst if isinstance(burst, int) and not isinstance(burst, bool) and burst >= 1 else 0
-    by = section.get("by", "endpoint")
-    if by not in by_keys:
-        if "by" in section and isinstance(by, str):
-            problems.error(join(pointer, "by"), f"rateLimit by {by!r} is not available here", " or ".join(by_keys))
-        by = "endpoint"
-    max_keys = section.get("maxKeys", 10_000)
-    max_keys = max_keys if isinstance(max_keys, int) and not isinstance(max_keys, bool) and max_keys > 0 else 10_000
-    return RequestRateLimit(requests=float(requests), per_seconds=float(per), burst=burst, by=by,
-                            max_keys=max_keys)
 
 
 def _tokens(section: dict[str, Any], file: str, pointer: str, problems: Problems) -> list[str]:
@@ -132,10 +110,6 @@ def _hmac(section: dict[str, Any], pointer: str, problems: Problems) -> HmacSett
 def _str(data: dict, key: str, default: str = "") -> str:
     value = data.get(key, default)
     return value if isinstance(value, str) else default
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def _whole(value: Any) -> bool:

@@ -54,6 +54,8 @@ def test_check_resolves_every_secret_and_never_prints_one(tmp_path: Path) -> Non
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "Configuration is valid." in output
+    assert "/bearer  security bearer" in output
+    assert "/hmac  security hmac, converter json, rate limit 5/1 s burst 5 by device" in output
     assert not [s for s in SECRETS.values() if s in output]
 
 

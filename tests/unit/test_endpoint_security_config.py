@@ -120,3 +120,49 @@ def test_bearer_refuses_everything_else(header: str | None) -> None:
     refusal = BEARER.refuse(Headers({"Authorization": header} if header is not None else {}), b"")
     assert refusal is not None and refusal.status == 401
     assert refusal.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(("limit", "pointer", "text"), [
+    ({"requests": 0}, "/mapping/0/rateLimit/requests", "out of range"),
+    ({"perSeconds": 1}, "/mapping/0/rateLimit", "missing required key 'requests'"),
+    ({"requests": 5, "perSeconds": -1}, "/mapping/0/rateLimit/perSeconds", "out of range"),
+    ({"requests": 5, "burst": 0}, "/mapping/0/rateLimit/burst", "out of range"),
+    ({"requests": 5, "burst": 2.5}, "/mapping/0/rateLimit/burst", "is not"),
+    ({"requests": 5, "by": "user"}, "/mapping/0/rateLimit/by", "is not a known value"),
+    ({"requests": 5, "maxKeys": 0}, "/mapping/0/rateLimit/maxKeys", "out of range"),
+    ({"requests": "5"}, "/mapping/0/rateLimit/requests", "is not"),
+])
+def test_rate_limit_errors(tmp_path: Path, limit: dict, pointer: str, text: str) -> None:
+    found = errors(tmp_path, rest(rateLimit=limit))
+    assert any(p == pointer and text in m for p, m in found), found
+
+
+def test_rate_limit_read(tmp_path: Path) -> None:
+    config, problems = read(tmp_path, rest(rateLimit={"requests": 10, "perSeconds": 60, "by": "device"}))
+    assert problems.errors == [] and config is not None
+    limit = config.mappings[0].rate_limit
+    assert (limit.rate, limit.capacity, limit.by, limit.max_keys) == (10 / 60, 10, "device", 10_000)
+
+
+@pytest.mark.parametrize(("security", "pointer", "text"), [
+    ({"type": "hmac"}, "/mapping/0/security", "hmac security without a secret"),
+    ({"type": "hmac", "secret": "s" * 20, "algorithm": "md5"}, "/mapping/0/security/algorithm", "not a known value"),
+    ({"type": "hmac", "secret": "s" * 20, "header": "X Sig"}, "/mapping/0/security/header", "not an HTTP header"),
+    ({"type": "hmac", "secret": "s" * 20, "timestampHeader": "x-signature"}, "/mapping/0/security/timestampHeader",
+     "same header"),
+    ({"type": "hmac", "secret": "s" * 20, "maxSkewSeconds": 0}, "/mapping/0/security/maxSkewSeconds", "out of range"),
+    ({"type": "hmac", "secret": "${ENV:NO_HMAC}"}, "/mapping/0/security/secret", "NO_HMAC is not set"),
+])
+def test_hmac_errors(tmp_path: Path, security: dict, pointer: str, text: str) -> None:
+    found = errors(tmp_path, rest(security))
+    assert any(p == pointer and text in m for p, m in found), found
+
+
+def test_short_hmac_secret_warns_and_settings_are_read(tmp_path: Path) -> None:
+    config, problems = read(tmp_path, rest({"type": "HMAC", "secret": "short", "algorithm": "SHA512",
+                                            "maxSkewSeconds": 30, "replayCacheSize": 50}, "current"))
+    assert problems.errors == [] and config is not None
+    assert [w.pointer for w in problems.warnings] == ["/mapping/0/security/secret"]
+    settings = config.mappings[0].security.hmac
+    assert (settings.algorithm, settings.max_skew_seconds, settings.replay_cache_size) == ("sha512", 30, 50)
+    assert "short" not in repr(config.mappings[0].security) + repr(settings)
