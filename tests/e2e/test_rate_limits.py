@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import time
 
 import requests
 
 from tests.e2e.test_uplink import wait_until
+from tests.fixtures.certs import write_cert
 
 CONVERTER = {"type": "json", "deviceNameExpression": "${dev}", "deviceTypeExpression": "meter",
              "attributes": [], "timeseries": [{"type": "int", "key": "seq", "value": "${seq}"}]}
@@ -20,9 +22,14 @@ def mapping(endpoint: str, limit: dict | None) -> dict:
     return entry
 
 
-def post_from(port: int, path: str, body: object, source: str = "127.0.0.1") -> tuple[int, dict, dict]:
+def post_from(port: int, path: str, body: object, source: str = "127.0.0.1",
+              tls: ssl.SSLContext | None = None) -> tuple[int, dict, dict]:
     """POST from a chosen loopback source address (the gateway sees it as the client)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+    if tls is not None:
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=5, source_address=(source, 0), context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         answer = conn.getresponse()
@@ -92,3 +99,22 @@ def test_global_storage_limit_across_endpoints(make_daemon, mqtt_subscriber):
     wait_until(mqtt_subscriber, lambda: 4 in seqs(mqtt_subscriber), timeout=10)
     time.sleep(0.3)
     assert seqs(mqtt_subscriber) == [1, 2, 4]
+
+
+def test_by_client_sees_the_real_address_through_the_tls_front(make_daemon, mqtt_subscriber, tmp_path):
+    cert, key = write_cert(tmp_path, "gateway")
+    rest = {"server": {"host": "127.0.0.1", "port": 0, "SSL": True, "security": {"cert": cert, "key": key}},
+            "mapping": [dict(mapping("/by-client", {"requests": 1, "perSeconds": 60, "burst": 1, "by": "client"}),
+                             HTTPMethods=["POST"])]}
+    gw = make_daemon(rest, start=False)
+    gw.start(scheme="https", verify=cert)
+    tls = ssl.create_default_context(cafile=cert)
+    assert post_from(gw.port, "/by-client", {"dev": "t", "seq": 1}, tls=tls)[0] == 200
+    assert_429(*post_from(gw.port, "/by-client", {"dev": "t", "seq": 2}, tls=tls), "for client 127.0.0.1")
+    # another client: its own bucket, although waitress sees every HTTPS connection from 127.0.0.1
+    assert post_from(gw.port, "/by-client", {"dev": "t", "seq": 3}, "127.0.0.2", tls=tls)[0] == 200
+    assert_429(*post_from(gw.port, "/by-client", {"dev": "t", "seq": 4}, "127.0.0.2", tls=tls),
+               "for client 127.0.0.2")
+    wait_until(mqtt_subscriber, lambda: 3 in seqs(mqtt_subscriber), timeout=10)
+    time.sleep(0.3)
+    assert seqs(mqtt_subscriber) == [1, 3]
