@@ -22,6 +22,10 @@ class UplinkUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class UplinkRateLimited(UplinkUnavailable):
+    """The gateway-wide request rate limit is reached; answer 429 with Retry-After."""
+
+
 class Uplink(Protocol):
     """What a connector may call on the gateway."""
 

@@ -25,7 +25,7 @@ def config_secrets(loaded: LoadedConfig) -> Iterator[str]:
     yield from (tb.access_token, tb.password)
     for _, rest in loaded.connectors:
         for mapping in rest.mappings:
-            yield mapping.security.password
+            yield from mapping.security.secrets()  # basic password, bearer tokens, hmac secret
         for entry in (*rest.attribute_updates, *rest.server_side_rpc):
             security = entry.get("security") or {}
             if isinstance(security, dict) and isinstance(security.get("password"), str):
@@ -46,7 +46,7 @@ class Daemon:
             dead_letter = os.path.join(os.path.dirname(cfg.storage.data_file_path), "dead-letter.jsonl")
         self.northbound = Northbound(cfg.thingsboard, self.storage, logging.getLogger("gateway.mqtt"),
                                      dead_letter_path=dead_letter, read_batch=cfg.storage.read_batch)
-        self.uplink = GatewayUplink(self.storage, self.northbound)
+        self.uplink = GatewayUplink(self.storage, self.northbound, rate_limit=cfg.storage.rate_limit)
         extension_paths = [*cfg.extension_paths, BUNDLED_EXTENSIONS]
         # provisioned devices of the device API live beside the event storage (device-api.db)
         state_dir = os.path.dirname(os.path.abspath(cfg.storage.data_file_path))

@@ -4,9 +4,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.base import UplinkUnavailable
+from connectors.base import UplinkRateLimited, UplinkUnavailable
 from converters.model import ConvertedData
 from gateway.northbound.records import encode_text as _encode
+from gateway.rate_limit import RateLimited, RequestRateLimit, TokenBuckets
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull
 
 
@@ -61,8 +62,11 @@ def _nothing() -> None:
 class GatewayUplink:
     """Implements :class:`connectors.base.Uplink` over the event storage and the northbound client."""
 
-    def __init__(self, storage: EventStorage, northbound: Any, retry_after: int = 5) -> None:
+    def __init__(self, storage: EventStorage, northbound: Any, retry_after: int = 5,
+                 rate_limit: RequestRateLimit | None = None) -> None:
+        """``rate_limit``: the gateway-wide limit of requests stored (gateway.yaml ``storage.rateLimit``)."""
         self.storage = storage
+        self._limit = TokenBuckets(rate_limit) if rate_limit is not None else None
         self.northbound = northbound
         self.retry_after = retry_after
         # wakes an idle MQTT sender (it waits on its session, not on the storage); in-process tests
@@ -71,6 +75,14 @@ class GatewayUplink:
 
     def send(self, data: Sequence[ConvertedData]) -> None:
         payloads = [encode_record(item) for item in data]
+        if self._limit is not None:
+            try:
+                self._limit.take()
+            except RateLimited as exc:
+                limit = self._limit.limit
+                raise UplinkRateLimited(
+                    f"the gateway-wide limit of {limit.requests:g} requests per {limit.per_seconds:g} s "
+                    f"(burst {limit.capacity}, storage.rateLimit) is reached", exc.retry_after) from None
         try:
             self.storage.put(payloads)
         except StorageFull:

@@ -1,18 +1,23 @@
 """Reads rest.json in either format (legacy rest-connector.md or ThingsBoard gateway 3.7+) into RestConfig."""
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping as StrMapping
 from collections.abc import Sequence
 from typing import Any
 
 from connectors.rest.config_checks import check_rest_config, check_served
 from connectors.rest.device_api.config import read_device_api
-from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, Security, ServerConfig, normalise_methods
+from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, ServerConfig, normalise_methods
+from connectors.rest.security_config import read_security
 from converters.config import ConverterConfig, ConverterConfigError
 from gateway.config.document import Problems, read_document, resolve_path
+from gateway.config.env_secrets import resolve_env_secrets
 from gateway.config.errors import ConfigError
 from gateway.config.locate import join
 from gateway.config.schema_check import check_schema, load_schema, schema_path
+from gateway.rate_limit import read_rate_limit
 
 LEGACY, CURRENT = "legacy", "current"
 FORMAT_NAMES = {LEGACY: "ThingsBoard gateway legacy format (rest-connector.md)",
@@ -29,16 +34,18 @@ def detect_format(data: Any) -> str:
     return LEGACY
 
 
-def read_rest_config(path: str, extension_paths: Sequence[str] = ()) -> tuple[RestConfig | None, Problems]:
+def read_rest_config(path: str, extension_paths: Sequence[str] = (),
+                     env: StrMapping[str, str] | None = None) -> tuple[RestConfig | None, Problems]:
     """Read, validate and normalise one rest.json; the config is ``None`` when there are errors.
 
     Never raises for bad input: every problem (syntax, schema, semantics) is in the returned Problems.
+    ``${ENV:NAME}`` in secrets is resolved from ``env`` (default ``os.environ``).
     """
     document = read_document(path, "json")
     problems = document.problems
     if document.data is None:
         return None, problems
-    return rest_config_from_data(document.data, document.path, problems, extension_paths), problems
+    return rest_config_from_data(document.data, document.path, problems, extension_paths, env), problems
 
 
 def load_rest_config(path: str, extension_paths: Sequence[str] = ()) -> RestConfig:
@@ -50,8 +57,10 @@ def load_rest_config(path: str, extension_paths: Sequence[str] = ()) -> RestConf
 
 
 def rest_config_from_data(data: Any, file: str, problems: Problems,
-                          extension_paths: Sequence[str] = ()) -> RestConfig | None:
+                          extension_paths: Sequence[str] = (), env: StrMapping[str, str] | None = None
+                          ) -> RestConfig | None:
     """Validate and normalise already-parsed rest.json ``data`` (from ``file``), adding to ``problems``."""
+    data = resolve_env_secrets(data, problems, os.environ if env is None else env)
     fmt = detect_format(data)
     full = load_schema(SCHEMA_FILE)
     check_schema(data, {"$ref": f"#/$defs/{fmt}", "$defs": full["$defs"]}, problems)
@@ -62,7 +71,7 @@ def rest_config_from_data(data: Any, file: str, problems: Problems,
     server = _server(server_data, file, server_ptr, problems)
     if fmt == LEGACY and isinstance(data.get("requestsMapping"), list):
         problems.error("/requestsMapping", "is a list", "an object with attributeUpdates/serverSideRpc/...")
-    mappings = tuple(_mapping(entry, join("/mapping", i), problems)
+    mappings = tuple(_mapping(entry, join("/mapping", i), file, problems)
                      for i, entry in enumerate(_list(data.get("mapping"))) if isinstance(entry, dict))
     downlinks = _obj(data.get("requestsMapping")) if fmt == CURRENT else data
     down_ptr = "/requestsMapping" if fmt == CURRENT else ""
@@ -128,7 +137,7 @@ def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerCo
     )
 
 
-def _mapping(entry: dict, pointer: str, problems: Problems) -> Mapping:
+def _mapping(entry: dict, pointer: str, file: str, problems: Problems) -> Mapping:
     if "HTTPMethods" in entry and "HTTPMethod" in entry:
         problems.warn(join(pointer, "HTTPMethod"),
                       "both HTTPMethods and HTTPMethod are set; HTTPMethod is ignored",
@@ -138,10 +147,10 @@ def _mapping(entry: dict, pointer: str, problems: Problems) -> Mapping:
     return Mapping(
         endpoint=_str(entry, "endpoint"),
         methods=normalise_methods(entry, ("HTTPMethods", "HTTPMethod"), ("POST",)),
-        security=Security(type=_str(security, "type", "anonymous").lower() or "anonymous",
-                          username=_str(security, "username"), password=_str(security, "password")),
+        security=read_security(security, file, join(pointer, "security"), problems),
         converter=converter,
         pointer=pointer,
+        rate_limit=read_rate_limit(entry.get("rateLimit"), join(pointer, "rateLimit"), problems),
     )
 
 

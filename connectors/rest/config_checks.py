@@ -9,6 +9,7 @@ from connectors.rest.device_api.model import DeviceApiConfig
 from connectors.rest.downlink.attribute_requests import request_methods
 from connectors.rest.downlink.model import EntryError, parse_attribute_update, parse_rpc
 from connectors.rest.model import Mapping, RestConfig
+from connectors.rest.security_config import ENDPOINT_SECURITY_TYPES
 from connectors.rest.tls_context import TlsConfigError, build_context
 from converters.casting import KNOWN_TYPES
 from converters.expressions import ExpressionError, compile_template
@@ -29,7 +30,7 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
     for mapping in config.mappings:
         _check_route(mapping.endpoint, mapping.methods, mapping.pointer, routes, problems)
         _check_security(mapping.security.type, mapping.security.username, mapping.security.password,
-                        mapping.pointer, problems)
+                        mapping.pointer, problems, ENDPOINT_SECURITY_TYPES)
         _check_converter(mapping, problems, extension_paths)
     sections = (("attributeUpdates", config.attribute_updates, parse_attribute_update),
                 ("serverSideRpc", config.server_side_rpc, parse_rpc),

@@ -7,16 +7,15 @@ from typing import Any
 from flask import Response
 from werkzeug.wrappers import Request
 
-from connectors.base import Uplink, UplinkUnavailable
+from connectors.base import Uplink, UplinkRateLimited, UplinkUnavailable
 from connectors.rest.model import Mapping
 from connectors.rest.request_data import BadRequestData, read_request
 from connectors.rest.responses import error_response, json_bytes_response, json_response
-from connectors.rest.security import BasicAuthenticator
+from connectors.rest.security import endpoint_authenticator
 from converters.base import ConversionError, Converter
 from converters.legacy import normalize_result
 from converters.model import ConvertedData
-
-UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Basic realm="rest-gateway", charset="UTF-8"'}
+from gateway.rate_limit import RateLimited, RequestRateLimit, TokenBuckets
 
 
 class MappingHandler:
@@ -27,17 +26,35 @@ class MappingHandler:
         self.converter = converter
         self.uplink = uplink
         self.log = logger
-        self._auth = BasicAuthenticator(mapping.security) if mapping.security.type == "basic" else None
+        self._auth = endpoint_authenticator(mapping.security)
+        limit = mapping.rate_limit
+        self._limit = TokenBuckets(limit) if limit is not None else None
+        self._limit_by = limit.by if limit is not None else ""
         self._converter_config = mapping.converter.raw
         self._converter_name = mapping.converter.extension or "json"
         self._always_raw = bool(getattr(converter, "raw_body", False))  # the converter asks for bytes
         self._want_raw = self._always_raw or mapping.converter.type == "custom"
 
     def __call__(self, request: Request, path_vars: dict[str, Any]) -> Response:
-        if self._auth is not None and not self._auth.check(request.headers.get("Authorization")):
-            return error_response(401, "authentication required: wrong or missing Basic credentials",
-                                  UNAUTHORIZED_HEADERS)
-        body = request.get_data(cache=False)
+        auth = self._auth
+        body = request.get_data(cache=False) if auth is not None and auth.needs_body else None
+        if auth is not None:
+            refusal = auth.refuse(request.headers, body or b"")
+            if refusal is not None:
+                return error_response(refusal.status, refusal.message, refusal.headers)
+        if body is None:
+            body = request.get_data(cache=False)
+        response = self._handle(request, path_vars, body)
+        if auth is not None and auth.needs_body and response.status_code != 200:
+            auth.forget(request.headers, body)  # nothing was stored: the signed request may be sent again
+        return response
+
+    def _handle(self, request: Request, path_vars: dict[str, Any], body: bytes) -> Response:
+        if self._limit is not None and self._limit_by != "device":
+            key = (request.remote_addr or "") if self._limit_by == "client" else ""
+            refused = self._take(key)
+            if refused is not None:
+                return refused
         try:
             request_input = read_request(
                 body, request.content_type or "", request.query_string, path_vars, self._want_raw
@@ -69,9 +86,15 @@ class MappingHandler:
                     return error_response(400, f"{where}the device name is empty")
             converted.extend(items)
         to_store = [item for item in converted if not item.is_empty()]
+        if to_store and self._limit_by == "device":
+            refused = self._take(*[item.device_name for item in to_store])
+            if refused is not None:
+                return refused
         if to_store:
             try:
                 self.uplink.send(to_store)
+            except UplinkRateLimited as exc:
+                return too_many(exc.reason, exc.retry_after)
             except UplinkUnavailable as exc:
                 return error_response(503, f"data not accepted: {exc.reason}",
                                       {"Retry-After": str(exc.retry_after)})
@@ -80,6 +103,29 @@ class MappingHandler:
         if len(to_store) == len(converted) and not any(item.skipped for item in converted):
             return json_bytes_response(200, b'{"stored":%d}' % len(to_store))  # the common answer, pre-encoded
         return json_response(200, _success_body(converted, len(to_store)))
+
+    def _take(self, *keys: str) -> Response | None:
+        """``None`` when a token is taken from each key's bucket, else the 429 answer."""
+        assert self._limit is not None
+        try:
+            self._limit.take(keys)
+        except RateLimited as exc:
+            limit = self._limit.limit
+            who = {"endpoint": "", "client": f" for client {keys[0]}", "device": " for this device"}[self._limit_by]
+            return too_many(f"rate limit of {self.mapping.endpoint} exceeded{who}: {describe_limit(limit)}",
+                            exc.retry_after)
+        return None
+
+
+def describe_limit(limit: RequestRateLimit) -> str:
+    """``100 requests per 1 s, burst 200``."""
+    return f"{limit.requests:g} requests per {limit.per_seconds:g} s, burst {limit.capacity}"
+
+
+def too_many(message: str, retry_after: int) -> Response:
+    """429 with ``Retry-After`` (whole seconds) and the JSON reason; nothing of the request is stored."""
+    return error_response(429, f"{message}; nothing was stored, retry after {retry_after} s",
+                          {"Retry-After": str(retry_after)}, retryAfter=retry_after)
 
 
 def _success_body(converted: list[ConvertedData], stored: int) -> dict[str, Any]:

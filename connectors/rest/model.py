@@ -6,19 +6,44 @@ from typing import Any
 
 from connectors.rest.device_api.model import DeviceApiConfig
 from converters.config import ConverterConfig
+from gateway.rate_limit import RequestRateLimit
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class Security:
-    """Who may call an endpoint (``basic`` or ``anonymous``) or how the gateway calls a target."""
+class HmacSettings:
+    """An ``hmac`` endpoint's shared secret and where the signature and timestamp travel."""
 
-    type: str = "anonymous"  # "anonymous" | "basic" | "cert" (downlink only)
+    secret: str
+    header: str = "X-Signature"
+    timestamp_header: str = "X-Timestamp"
+    algorithm: str = "sha256"  # "sha256" | "sha384" | "sha512"
+    max_skew_seconds: int = 300
+    replay_cache_size: int = 100_000
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"HmacSettings(header={self.header!r}, algorithm={self.algorithm!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """Who may call an endpoint (``anonymous``, ``basic``, ``bearer``, ``hmac``) or how the gateway calls a target."""
+
+    type: str = "anonymous"  # "anonymous" | "basic" | "bearer" | "hmac" | "cert" (downlink only)
     username: str = ""
     password: str = ""
     cert: str = ""
     key: str = ""
+    tokens: tuple[str, ...] = ()  # bearer: the accepted tokens (inline and from tokensFile)
+    hmac: HmacSettings | None = None
+
+    def secrets(self) -> list[str]:
+        """Every credential of this security section, for log masking."""
+        found = [self.password, *self.tokens]
+        if self.hmac is not None:
+            found.append(self.hmac.secret)
+        return [s for s in found if s]
 
     def __repr__(self) -> str:  # never print secrets
         return f"Security(type={self.type!r}, username={self.username!r})"
@@ -33,6 +58,7 @@ class Mapping:
     security: Security
     converter: ConverterConfig
     pointer: str = ""  # JSON pointer of this entry in the file, for messages
+    rate_limit: RequestRateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
+from connectors.rest.client_address import PeerRegistry, RealClientAddress
 from connectors.rest.model import ServerConfig
 
 
@@ -91,8 +92,9 @@ class HttpServer:
         """Bind and serve; raises OSError when the address is taken, TlsConfigError on a bad cert."""
         cfg = self.config
         internal = cfg.ssl
+        peers = PeerRegistry() if cfg.ssl else None  # the TLS front tells who each relayed client is
         self._server = create_server(
-            self._app,
+            RealClientAddress(self._app, peers) if peers is not None else self._app,
             host="127.0.0.1" if internal else cfg.host,
             port=0 if internal else cfg.port,
             threads=cfg.threads,
@@ -116,7 +118,7 @@ class HttpServer:
 
             try:
                 self._tls = TlsFront(cfg.host, cfg.port, cfg.cert, cfg.key, ("127.0.0.1", self.port),
-                                     connection_limit=cfg.connection_limit, logger=self.log)
+                                     connection_limit=cfg.connection_limit, logger=self.log, peers=peers)
                 self._tls.start()
             except Exception:
                 self._server.close()

@@ -11,6 +11,7 @@ import ssl
 import threading
 import time
 
+from connectors.rest.client_address import PeerRegistry
 from connectors.rest.tls_context import TlsConfigError, build_context
 from connectors.rest.tls_relay import CHUNK_BYTES, CONNECTING, DRAIN_QUIET_SECONDS, HANDSHAKE, OPEN, Relay
 
@@ -26,12 +27,15 @@ class TlsFront:
     One thread runs a selector loop over every connection: handshakes are non-blocking and
     bounded by ``handshake_timeout``; at most ``connection_limit`` client connections are open
     (further ones wait in the kernel's listen backlog). waitress sees every connection coming
-    from the loopback (REMOTE_ADDR 127.0.0.1 or ``localhost`` for a unix socket backend).
+    from the loopback (REMOTE_ADDR 127.0.0.1 or ``localhost`` for a unix socket backend); with
+    ``peers`` the real client of each TCP backend connection is recorded for
+    :class:`~connectors.rest.client_address.RealClientAddress`.
     """
 
     def __init__(self, host: str, port: int, cert: str, key: str, backend: tuple[str, int] | str,
                  connection_limit: int = 1000, handshake_timeout: float = 10.0,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None, peers: PeerRegistry | None = None) -> None:
+        """``peers``: where each backend connection's local port is recorded with its client's address."""
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535, got {port}")
         if connection_limit < 1:
@@ -52,6 +56,8 @@ class TlsFront:
         self._waker: tuple[socket.socket, socket.socket] | None = None
         self._thread: threading.Thread | None = None
         self._relays: set[Relay] = set()
+        self._peers = peers
+        self._backend_ports: dict[Relay, int] = {}
         self._accepting = False
         self._accept_resume_at = 0.0
         self._stop_requested = threading.Event()
@@ -308,6 +314,11 @@ class TlsFront:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         relay.deadline = time.monotonic() + self._handshake_timeout
         code = sock.connect_ex(self._backend_address)  # type: ignore[arg-type]
+        if self._peers is not None and self._backend_family == socket.AF_INET and code in (
+                0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            port = sock.getsockname()[1]  # bound by connect: known before waitress sees a byte
+            self._backend_ports[relay] = port
+            self._peers.add(port, str(relay.peer[0]) if isinstance(relay.peer, tuple) else str(relay.peer))
         if code == 0:
             relay.phase = OPEN
         elif code in (errno.EINPROGRESS, errno.EWOULDBLOCK) and self._backend_family != socket.AF_UNIX:
@@ -328,6 +339,9 @@ class TlsFront:
         if relay not in self._relays:
             return
         self._relays.discard(relay)
+        port = self._backend_ports.pop(relay, None)
+        if port is not None and self._peers is not None:
+            self._peers.remove(port)
         assert self._selector is not None
         for sock in list(relay.masks):
             if relay.masks[sock]:

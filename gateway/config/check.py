@@ -52,8 +52,11 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
     tls = ", TLS" if tb.tls else ""
     storage = cfg.storage
     where = f" at {storage.data_file_path}" if storage.type == "sqlite" else ""
+    limit = storage.rate_limit
+    limited = (f", at most {limit.requests:g} requests per {limit.per_seconds:g} s (burst {limit.capacity})"
+               if limit is not None else "")
     lines = [f"  ThingsBoard {tb.host}:{tb.port} ({tb.protocol}, {auth}{tls}, QoS {tb.qos})",
-             f"  storage {storage.type}{where}, at most {storage.max_records} records",
+             f"  storage {storage.type}{where}, at most {storage.max_records} records{limited}",
              f"  log level {cfg.log_level}"]
     lines += [f"  extension folder {p}" for p in cfg.extension_paths]
     return lines
@@ -68,8 +71,11 @@ def _rest_summary(cfg: RestConfig) -> list[str]:
         conv = mapping.converter
         converter = f"custom {conv.extension}" if conv.type == "custom" else conv.type
         methods = ", ".join(mapping.methods)
+        limit = mapping.rate_limit
+        limited = (f", rate limit {limit.requests:g}/{limit.per_seconds:g} s burst {limit.capacity} by {limit.by}"
+                   if limit is not None else "")
         lines.append(f"  {methods:<12} {mapping.endpoint}  security {mapping.security.type}, "
-                     f"converter {converter}")
+                     f"converter {converter}{limited}")
     for entry in cfg.attribute_requests:
         methods = ", ".join(entry.get("HTTPMethods") or ["POST"])
         lines.append(f"  {methods:<12} {entry.get('endpoint')}  attribute request")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.document import Problems, check_readable_file, resolve_path
+from gateway.config.env_secrets import resolve_env_secrets
 from gateway.config.locate import join
 from gateway.config.model import (
     ConnectorEntry,
@@ -17,6 +18,7 @@ from gateway.config.model import (
     TlsConfig,
 )
 from gateway.config.schema_check import check_schema, load_schema, schema_path
+from gateway.rate_limit import read_rate_limit
 
 SCHEMA_FILE = schema_path(__file__, "general_schema.json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -36,6 +38,7 @@ def read_general(data: Any, file: str, problems: Problems, env: Mapping[str, str
     ``env`` (default ``os.environ``) supplies the TB_GW_HOST, TB_GW_PORT and TB_GW_ACCESS_TOKEN overrides.
     """
     env = os.environ if env is None else env
+    data = resolve_env_secrets(data, problems, env)  # ${ENV:NAME} in thingsboard.security secrets
     check_schema(data, load_schema(SCHEMA_FILE), problems)
     if not isinstance(data, dict):
         return None
@@ -203,6 +206,7 @@ def _storage(data: dict, file: str, problems: Problems) -> StorageConfig:
         max_size_mb=_get(data, "max_size_mb", int, _get(data, "size_limit", int, _STORAGE.max_size_mb)),
         read_batch=_get(data, "read_records_count", int,
                         _get(data, "max_read_records_count", int, _STORAGE.read_batch)),
+        rate_limit=read_rate_limit(data.get("rateLimit"), "/storage/rateLimit", problems, ("endpoint",)),
     )
 
 

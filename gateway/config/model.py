@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.rate_limit import RequestRateLimit
+
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
@@ -55,6 +57,7 @@ class StorageConfig:
     max_records: int = 1_000_000
     max_size_mb: int = 1024
     read_batch: int = 1000
+    rate_limit: RequestRateLimit | None = None  # requests accepted into storage, across all endpoints
 
 
 @dataclass(frozen=True, slots=True)
