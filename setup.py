@@ -19,6 +19,7 @@ setup(
         "pyyaml>=6.0",
         "paho-mqtt>=2.0,<3",
         "jsonschema>=4.18",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": ["pytest>=8", "amqtt>=0.11", "ruff>=0.5", "hypothesis>=6"],
