@@ -129,3 +129,17 @@ def test_admin_port_zero_turns_it_off(make_daemon) -> None:
     daemon = make_daemon(REST, general={"admin": {"port": 0}})
     assert requests.post(daemon.url("/sensors"), json={"name": "d", "temp": 1}, timeout=5).status_code == 200
     assert "admin listener" not in daemon.log_text()
+
+
+def test_json_logs_from_the_daemon(make_daemon) -> None:
+    from tests.fixtures.daemon import ACCESS_TOKEN
+
+    daemon = make_daemon(REST, general={"logging": {"format": "json"}})
+    assert requests.post(daemon.url("/sensors"), json={"name": "d", "temp": 1}, timeout=5).status_code == 200
+    assert daemon.stop() == 0
+    import json
+
+    lines = [json.loads(line) for line in daemon.log_text().splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
+    assert any(entry.get("connector") == "REST Connector" and "listening" in entry["message"] for entry in lines)
+    assert ACCESS_TOKEN not in daemon.log_text()
