@@ -21,6 +21,7 @@ setup(
         "jsonschema>=4.18",
         # ThingsBoard's CoAP device API; <0.5: coap/acks.py hooks one internal method of 0.4's message manager
         "aiocoap>=0.4.17,<0.5",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": ["pytest>=8", "amqtt>=0.11", "ruff>=0.5", "hypothesis>=6"],

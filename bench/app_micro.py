@@ -6,7 +6,8 @@ of the HTTP side that the end-to-end benchmark (bench/run.py) cannot separate fr
 kernel. Figures are ``time.process_time`` per request over ``--requests`` requests, median of
 ``--repeat`` runs, so other load on the machine inflates them much less than wall-clock time would.
 
-Run: ``python bench/app_micro.py`` (``--profile`` adds a cProfile of the gateway app).
+Run: ``python bench/app_micro.py`` (``--profile`` adds a cProfile of the gateway app; ``--metrics``
+adds the gateway app with request metrics on, as when the admin listener is enabled).
 This is a measuring tool, not a test: it asserts nothing about speed.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ class _Northbound:
         return {}
 
 
-def gateway_app(converter: dict[str, Any], storage: MemoryStorage) -> WsgiApp:
+def gateway_app(converter: dict[str, Any], storage: MemoryStorage, metrics: bool = False) -> WsgiApp:
     """The gateway's WSGI app for one anonymous POST mapping at ENDPOINT, over memory storage."""
     mapping = {"endpoint": ENDPOINT, "HTTPMethods": ["POST"], "security": {"type": "anonymous"},
                "converter": converter}
@@ -57,7 +58,7 @@ def gateway_app(converter: dict[str, Any], storage: MemoryStorage) -> WsgiApp:
             json.dump({"host": "127.0.0.1", "port": "8080", "mapping": [mapping]}, file)
         config = load_rest_config(path)
     connector = RestConnector("bench", config, GatewayUplink(storage, _Northbound()),
-                              [os.path.join(ROOT, "extensions")])
+                              [os.path.join(ROOT, "extensions")], metrics=metrics)
     return connector.app
 
 
@@ -100,6 +101,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per app; the median is printed")
     parser.add_argument("--scenarios", default="main,wide", help="comma-separated (default main,wide)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the gateway app")
+    parser.add_argument("--metrics", action="store_true", help="also run the gateway app with request metrics on")
     args = parser.parse_args()
 
     storage = MemoryStorage(SizeLimits(10**9, 10**12))
@@ -111,6 +113,8 @@ def main() -> None:
         body = scenario.fixed_body.encode()
         app = gateway_app(scenario.converter, storage)
         apps: dict[str, WsgiApp] = {"ceiling": ceiling, "gateway": app}
+        if args.metrics:
+            apps["gw+metr"] = gateway_app(scenario.converter, storage, metrics=True)
         results: dict[str, list[float]] = {label: [] for label in apps}
         status = {}
         for _ in range(args.repeat):  # interleaved, so machine noise hits both alike

@@ -91,3 +91,11 @@ class Connector(ABC):
     def health(self) -> dict[str, Any]:
         """A JSON-ready summary of the connector's state for the health endpoint."""
         return {"name": self.name, "type": self.type_name}
+
+    def liveness(self) -> dict[str, bool]:
+        """Each of the connector's threads or servers (by name) and whether it is alive, for /healthz."""
+        return {}
+
+    def metrics(self) -> dict[str, Any]:
+        """Plain counters for the admin /metrics collector, read at scrape time (see docs/operations.md)."""
+        return {}

@@ -66,10 +66,11 @@ def _run(path: str, log_level: str | None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    from gateway.daemon import Daemon, config_secrets, run_until_signalled
+    from gateway.daemon import Daemon, config_secrets, config_token_paths, run_until_signalled
     from gateway.logs import setup_logging
 
-    setup_logging(log_level or loaded.gateway.log_level, config_secrets(loaded))
+    setup_logging(log_level or loaded.gateway.log_level, config_secrets(loaded), loaded.gateway.logging.format,
+                  config_token_paths(loaded))
     log = logging.getLogger("gateway")
     for warning in loaded.warnings:
         log.warning("config: %s", warning)

@@ -6,10 +6,15 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 from connectors.base import Connector
 from connectors.rest.connector import RestConnector
+from gateway.admin.app import AdminApp
+from gateway.admin.collector import exporter
+from gateway.admin.health import liveness, readiness
+from gateway.admin.server import AdminServer
 from gateway.config.loader import BUNDLED_EXTENSIONS, LoadedConfig
 from gateway.downlink import DownlinkRouter
 from gateway.northbound import Northbound
@@ -22,7 +27,7 @@ log = logging.getLogger("gateway")
 def config_secrets(loaded: LoadedConfig) -> Iterator[str]:
     """Every credential in the config, so logging can mask them."""
     tb = loaded.gateway.thingsboard
-    yield from (tb.access_token, tb.password)
+    yield from (tb.access_token, tb.password, loaded.gateway.admin.password)
     for _, rest in loaded.connectors:
         for mapping in rest.mappings:
             yield from mapping.security.secrets()  # basic password, bearer tokens, hmac secret
@@ -34,11 +39,20 @@ def config_secrets(loaded: LoadedConfig) -> Iterator[str]:
             yield from rest.device_api.secrets()
 
 
+def config_token_paths(loaded: LoadedConfig) -> Iterator[str]:
+    """URL prefixes followed by a device token (each device API's base path), masked in logs."""
+    for _, rest in loaded.connectors:
+        if rest.device_api is not None and rest.device_api.enabled:
+            yield rest.device_api.base_path
+
+
 class Daemon:
     """Owns storage, the northbound MQTT client and the connectors."""
 
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
+        self.started_at = time.time()
+        self.running = False  # True from the end of start() to the beginning of stop() (readiness)
         cfg = loaded.gateway
         self.storage = create_storage(cfg.storage)
         dead_letter = None
@@ -54,24 +68,39 @@ class Daemon:
             RestConnector(entry.name, rest, self.uplink, extension_paths,
                           logging.getLogger(f"connectors.rest.{entry.name}"),
                           state_dir=state_dir if len(loaded.connectors) == 1 else
-                          os.path.join(state_dir, re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name)))
+                          os.path.join(state_dir, re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name)),
+                          metrics=cfg.admin.enabled)
             for entry, rest in loaded.connectors
         ]
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
         self._started: list[Connector] = []
+        self.admin = self._admin_server() if cfg.admin.enabled else None
+
+    def _admin_server(self) -> AdminServer:
+        admin_log = logging.getLogger("gateway.admin")
+        app = AdminApp(self.loaded.gateway.admin, exporter(self), lambda: liveness(self), lambda: readiness(self),
+                       None, admin_log)
+        return AdminServer(app, self.loaded.gateway.admin, admin_log)
 
     def start(self) -> None:
-        """Connect to ThingsBoard in the background and start every connector."""
+        """Connect to ThingsBoard in the background, start every connector, then the admin listener."""
         self.northbound.start()
         for connector in self.connectors:
             connector.start()
             self._started.append(connector)
+        if self.admin is not None:
+            self.admin.start()
+        self.running = True
         log.info("rest-gateway started: %d connector(s), storage %s, ThingsBoard %s:%d",
                  len(self.connectors), self.loaded.gateway.storage.type,
                  self.loaded.gateway.thingsboard.host, self.loaded.gateway.thingsboard.port)
 
     def stop(self) -> None:
-        """Stop accepting requests, finish in-flight ones, deliver what is in flight, disconnect."""
+        """Stop accepting requests, finish in-flight ones, deliver what is in flight, disconnect.
+
+        The admin listener stays up (answering /readyz with 503) until storage is closed.
+        """
+        self.running = False
         for connector in reversed(self._started):
             try:
                 connector.stop()
@@ -79,6 +108,8 @@ class Daemon:
                 log.exception("connector %s did not stop cleanly", connector.name)
         self._started.clear()
         self.northbound.stop(timeout=5.0)
+        if self.admin is not None:
+            self.admin.stop()
         self.storage.close()
         log.info("rest-gateway stopped")
 

@@ -15,7 +15,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request
 
-from connectors.rest.dispatch import MappingDispatch, RequestHandler
+from connectors.rest.dispatch import ROUTE_KEY, MappingDispatch, RequestHandler
+from connectors.rest.metrics import UNMATCHED, RequestMetrics
 from connectors.rest.responses import error_response, json_response
 
 RESERVED_PATHS = ("/health", "/metrics")
@@ -32,14 +33,20 @@ def create_app(
     max_body_bytes: int,
     status: Callable[[], dict[str, Any]],
     logger: logging.Logger,
+    metrics: RequestMetrics | None = None,
 ) -> Flask:
-    """The WSGI app serving ``handlers`` (endpoint → method → handler) and ``GET /health``."""
+    """The WSGI app serving ``handlers`` (endpoint → method → handler) and ``GET /health``.
+
+    With ``metrics``, every request is counted by endpoint (see :mod:`connectors.rest.metrics`).
+    """
     app = Flask("rest-gateway")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.url_map.strict_slashes = True
 
     routes: dict[str, dict[str, RequestHandler]] = {}
     static_paths: dict[str, str] = {}
+    labels: dict[str, str] = {}  # endpoint name → metrics label: the endpoint as configured
+    rule_labels: dict[str, str] = {}  # Flask rule → the same label (requests Flask answers)
     for index, (endpoint, by_method) in enumerate(handlers.items()):
         allowed = sorted(by_method)
         name = f"mapping{index}"
@@ -52,6 +59,7 @@ def create_app(
             provide_automatic_options=False,
         )
         routes[name] = by_method
+        labels[name] = rule_labels[rule] = endpoint
         if "<" not in rule:
             static_paths[name] = endpoint
 
@@ -78,6 +86,13 @@ def create_app(
     def internal_error_answer(req: Request) -> Response:
         return error_response(500, "internal error; see the gateway log")
 
+    if metrics is not None:
+        @app.after_request
+        def remember_route(response: Response) -> Response:
+            rule = request.url_rule
+            request.environ[ROUTE_KEY] = UNMATCHED if rule is None else rule_labels.get(rule.rule, rule.rule)
+            return response
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         return http_error_answer(exc, request)
@@ -89,7 +104,7 @@ def create_app(
 
     app.wsgi_app = MappingDispatch(  # type: ignore[method-assign]
         app.wsgi_app, app.url_map, routes, static_paths, max_body_bytes,
-        http_error_answer, internal_error_answer, logger,
+        http_error_answer, internal_error_answer, logger, metrics, labels,
     )
     return app
 

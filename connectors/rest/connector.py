@@ -15,6 +15,7 @@ from connectors.rest.device_api.views import register_device_api
 from connectors.rest.downlink.attribute_requests import AttributeRequestEntry, AttributeRequestHandler
 from connectors.rest.downlink.service import DownlinkService
 from connectors.rest.handler import MappingHandler
+from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import RestConfig
 from connectors.rest.server import HttpServer
 from converters.loader import load_converter
@@ -27,13 +28,15 @@ class RestConnector(Connector):
 
     def __init__(self, name: str, config: RestConfig, uplink: Uplink,
                  extension_paths: Sequence[str] = (), logger: logging.Logger | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, metrics: bool = False) -> None:
+        """``metrics``: count requests by endpoint (for the admin /metrics; off costs nothing per request)."""
         super().__init__(name, config, uplink)
         self.log = logger or logging.getLogger(f"connectors.rest.{name}")
+        self.request_metrics = RequestMetrics() if metrics else None
         handlers: dict[str, dict[str, MappingHandler]] = {}
         for mapping in config.mappings:
             converter = load_converter(mapping.converter, extension_paths, self.log)
-            handler = MappingHandler(mapping, converter, uplink, self.log)
+            handler = MappingHandler(mapping, converter, uplink, self.log, self.request_metrics)
             by_method = handlers.setdefault(mapping.endpoint, {})
             for method in mapping.methods:
                 by_method[method] = handler
@@ -45,7 +48,8 @@ class RestConnector(Connector):
             by_method = handlers.setdefault(entry.endpoint, {})
             for method in entry.methods:
                 by_method[method] = request_handler  # type: ignore[assignment]
-        self.app = create_app(handlers, config.server.max_body_bytes, self._status, self.log)
+        self.app = create_app(handlers, config.server.max_body_bytes, self._status, self.log,
+                              self.request_metrics)
         server_config = config.server
         self.device_api: DeviceApi | None = None
         self.coap: CoapServer | None = None
@@ -106,6 +110,15 @@ class RestConnector(Connector):
         if self.downlink.on_rpc(device, request_id, method, params):
             return True  # a serverSideRpc entry matches: it wins over the device's RPC poll
         return self.device_api is not None and self.device_api.on_rpc(device, request_id, method, params)
+
+    def liveness(self) -> dict[str, bool]:
+        return {"http_server": self.server.alive, "downlink": self.downlink.alive}
+
+    def metrics(self) -> dict[str, Any]:
+        """Request counters, downlink relays and the device API's counters (every key of its stats())."""
+        return {"requests": self.request_metrics.snapshot() if self.request_metrics is not None else None,
+                "downlink": self.downlink.metrics(),
+                "device_api": self.device_api.stats() if self.device_api is not None else None}
 
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type_name, "port": self.server.port,

@@ -22,18 +22,27 @@ is always the one Flask would choose:
 Errors keep Flask's answers: an ``HTTPException`` while handling (413 for a body over
 ``maxBodySize``, a client disconnect) gets the same JSON body as the Flask error handler, and any
 other exception is logged with its traceback and answered with the same 500 JSON.
+
+With a :class:`~connectors.rest.metrics.RequestMetrics`, every request is counted here: the
+direct path labels it with its configured endpoint; a request Flask answers is labelled by the
+route Flask matched (``ROUTE_KEY``, set by the app's ``after_request``) or ``(unmatched)``.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any, Protocol
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
+from connectors.rest.metrics import UNMATCHED, RequestMetrics
+
+#: environ key where the Flask app leaves the label of the route it served (for the metrics)
+ROUTE_KEY = "rest_gateway.route"
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -65,8 +74,13 @@ class MappingDispatch:
         http_error: ErrorAnswer,
         internal_error: InternalError,
         logger: logging.Logger,
+        metrics: RequestMetrics | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
-        """``static_paths`` maps the endpoint name of each mapping without path variables to its path."""
+        """``static_paths`` maps the endpoint name of each mapping without path variables to its path.
+
+        ``labels`` maps an endpoint name to its metrics label (the endpoint as configured).
+        """
         self.app = app
         self.url_map = url_map
         self.routes = routes
@@ -76,22 +90,28 @@ class MappingDispatch:
         self._internal_error = internal_error
         self.log = logger
         self._request_class = type("MappingRequest", (Request,), {"max_content_length": max_body_bytes})
-        self._table: dict[tuple[str, str], RequestHandler] | None = None
+        self._table: dict[tuple[str, str], tuple[RequestHandler, str]] | None = None
         self._table_lock = threading.Lock()
+        self.metrics = metrics
+        self._labels = labels or {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        metrics = self.metrics
+        started = perf_counter() if metrics is not None else 0.0
         table = self._table if self._table is not None else self._build_table()
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
-        handler = table.get((path, method))
+        entry = table.get((path, method))
         path_vars: dict[str, Any] = {}
-        if handler is None:
-            if not self._dynamic:
-                return self.app(environ, start_response)
-            found = self._match(path, method)
+        if entry is None:
+            found = self._match(path, method) if self._dynamic else None
             if found is None:
-                return self.app(environ, start_response)
-            handler, path_vars = found
+                if metrics is None:
+                    return self.app(environ, start_response)
+                return self._to_flask(environ, start_response, method, started)
+            handler, label, path_vars = found
+        else:
+            handler, label = entry
         request = self._request_class(environ)
         try:
             response = handler(request, path_vars)
@@ -100,9 +120,25 @@ class MappingDispatch:
         except Exception:
             self.log.exception("unexpected error on %s %s", request.method, request.path)
             response = self._internal_error(request)
+        if metrics is not None:
+            metrics.observe(label, method, response.status_code, perf_counter() - started)
         return response(environ, start_response)
 
-    def _match(self, raw_path: str, method: str) -> tuple[RequestHandler, dict[str, Any]] | None:
+    def _to_flask(self, environ: dict[str, Any], start_response: Callable[..., Any], method: str,
+                  started: float) -> Iterable[bytes]:
+        """Let Flask answer, and count the answer under the route Flask served (or ``(unmatched)``)."""
+        status = [0]
+
+        def capture(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status[0] = int(line[:3])
+            return start_response(line, headers, exc_info)
+
+        result = self.app(environ, capture)
+        assert self.metrics is not None
+        self.metrics.observe(environ.get(ROUTE_KEY, UNMATCHED), method, status[0], perf_counter() - started)
+        return result
+
+    def _match(self, raw_path: str, method: str) -> tuple[RequestHandler, str, dict[str, Any]] | None:
         """The handler and path variables Flask's URL map gives this request, if it is a mapping's."""
         try:
             path = raw_path.encode("latin-1").decode("utf-8", "replace")  # as werkzeug decodes PATH_INFO
@@ -113,9 +149,9 @@ class MappingDispatch:
         if by_method is None:
             return None
         handler = by_method.get(method)
-        return None if handler is None else (handler, args)
+        return None if handler is None else (handler, self._labels.get(name, name), args)  # type: ignore[arg-type]
 
-    def _build_table(self) -> dict[tuple[str, str], RequestHandler]:
+    def _build_table(self) -> dict[tuple[str, str], tuple[RequestHandler, str]]:
         """(raw PATH_INFO, method) → handler for the static endpoints, checked against the URL map.
 
         Built at the first request, once every route (the device API's too) is registered: Flask
@@ -124,7 +160,7 @@ class MappingDispatch:
         with self._table_lock:
             if self._table is not None:
                 return self._table
-            table: dict[tuple[str, str], RequestHandler] = {}
+            table: dict[tuple[str, str], tuple[RequestHandler, str]] = {}
             for name, path in self._static_paths.items():
                 for method, handler in self.routes[name].items():
                     try:
@@ -132,6 +168,7 @@ class MappingDispatch:
                     except HTTPException:
                         continue
                     if matched == name:
-                        table[(path.encode("utf-8").decode("latin-1"), method)] = handler
+                        table[(path.encode("utf-8").decode("latin-1"), method)] = (handler,
+                                                                                   self._labels.get(name, path))
             self._table = table
             return table

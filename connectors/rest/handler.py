@@ -8,6 +8,7 @@ from flask import Response
 from werkzeug.wrappers import Request
 
 from connectors.base import Uplink, UplinkRateLimited, UplinkUnavailable
+from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import Mapping
 from connectors.rest.request_data import BadRequestData, read_request
 from connectors.rest.responses import error_response, json_bytes_response, json_response
@@ -21,8 +22,10 @@ from gateway.rate_limit import RateLimited, RequestRateLimit, TokenBuckets
 class MappingHandler:
     """The request handler of one ``mapping`` entry (one endpoint and its methods)."""
 
-    def __init__(self, mapping: Mapping, converter: Converter, uplink: Uplink, logger: logging.Logger) -> None:
+    def __init__(self, mapping: Mapping, converter: Converter, uplink: Uplink, logger: logging.Logger,
+                 metrics: RequestMetrics | None = None) -> None:
         self.mapping = mapping
+        self.metrics = metrics
         self.converter = converter
         self.uplink = uplink
         self.log = logger
@@ -60,7 +63,7 @@ class MappingHandler:
                 body, request.content_type or "", request.query_string, path_vars, self._want_raw
             )
         except BadRequestData as exc:
-            return error_response(400, str(exc))
+            return self._refused("bad_body", str(exc), body)
         raw_only = self._always_raw or request_input.body_kind == "raw"
         converted: list[ConvertedData] = []
         many = len(request_input.messages) > 1
@@ -73,17 +76,15 @@ class MappingHandler:
                 else:
                     items = normalize_result(result, self._converter_name)
             except ConversionError as exc:
-                return error_response(400, f"{where}{exc}")
+                return self._refused("conversion", f"{where}{exc}", body)
             except Exception as exc:  # a custom converter failing on this input must not become a 500
                 self.log.exception("converter %s failed on a request to %s", self._converter_name,
-                                   self.mapping.endpoint)
-                return error_response(
-                    400, f"{where}converter {self._converter_name} could not convert the message: "
-                    f"{type(exc).__name__}: {exc}"
-                )
+                                   self.mapping.endpoint, extra={"endpoint": self.mapping.endpoint})
+                return self._refused("converter_failed", f"{where}converter {self._converter_name} could not "
+                                     f"convert the message: {type(exc).__name__}: {exc}", body)
             for item in items:
                 if not isinstance(item.device_name, str) or not item.device_name.strip():
-                    return error_response(400, f"{where}the device name is empty")
+                    return self._refused("empty_device_name", f"{where}the device name is empty", body)
             converted.extend(items)
         to_store = [item for item in converted if not item.is_empty()]
         if to_store and self._limit_by == "device":
@@ -99,10 +100,16 @@ class MappingHandler:
                 return error_response(503, f"data not accepted: {exc.reason}",
                                       {"Retry-After": str(exc.retry_after)})
             except ValueError as exc:
-                return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
+                return self._refused("not_sendable", f"converted data cannot be sent to ThingsBoard: {exc}", body)
         if len(to_store) == len(converted) and not any(item.skipped for item in converted):
             return json_bytes_response(200, b'{"stored":%d}' % len(to_store))  # the common answer, pre-encoded
         return json_response(200, _success_body(converted, len(to_store)))
+
+    def _refused(self, reason: str, message: str, body: bytes) -> Response:
+        """400 for data that cannot be converted, counted by ``reason`` for the metrics."""
+        if self.metrics is not None:
+            self.metrics.converter_error(self.mapping.endpoint, reason, message, body)
+        return error_response(400, message)
 
     def _take(self, *keys: str) -> Response | None:
         """``None`` when a token is taken from each key's bucket, else the 429 answer."""

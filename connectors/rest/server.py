@@ -132,6 +132,12 @@ class HttpServer:
                       "body limit=%d bytes)", scheme, cfg.host, self.port, cfg.threads,
                       cfg.connection_limit, cfg.max_body_bytes)
 
+    @property
+    def alive(self) -> bool:
+        """The serving thread runs (and the TLS front's, with SSL on)."""
+        tls_ok = self._tls is None or self._tls.alive
+        return self._thread is not None and self._thread.is_alive() and tls_ok
+
     def _run(self) -> None:
         try:
             self._server.run()

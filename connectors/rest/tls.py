@@ -69,6 +69,11 @@ class TlsFront:
         """The bound port (the configured one until start())."""
         return self._port
 
+    @property
+    def alive(self) -> bool:
+        """The relay thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         """Bind the public address and start the relay thread; raises OSError if the port is taken."""
         if self._thread is not None:

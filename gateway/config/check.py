@@ -57,9 +57,19 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
                if limit is not None else "")
     lines = [f"  ThingsBoard {tb.host}:{tb.port} ({tb.protocol}, {auth}{tls}, QoS {tb.qos})",
              f"  storage {storage.type}{where}, at most {storage.max_records} records{limited}",
-             f"  log level {cfg.log_level}"]
+             f"  log level {cfg.log_level}, log format {cfg.logging.format}",
+             _admin_summary(cfg)]
     lines += [f"  extension folder {p}" for p in cfg.extension_paths]
     return lines
+
+
+def _admin_summary(cfg: GatewayConfig) -> str:
+    admin = cfg.admin
+    if not admin.enabled:
+        return "  admin listener off"
+    auth = "basic auth" if admin.username else "no auth"
+    return (f"  admin listener http://{admin.host}:{admin.port} (/metrics, /healthz, /readyz; {auth}; "
+            f"ready without ThingsBoard up to {admin.max_ready_backlog} events)")
 
 
 def _rest_summary(cfg: RestConfig) -> list[str]:

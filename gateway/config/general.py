@@ -17,6 +17,7 @@ from gateway.config.model import (
     ThingsBoardConfig,
     TlsConfig,
 )
+from gateway.config.operations import read_admin, read_logging
 from gateway.config.schema_check import check_schema, load_schema, schema_path
 from gateway.rate_limit import read_rate_limit
 
@@ -57,10 +58,13 @@ def read_general(data: Any, file: str, problems: Problems, env: Mapping[str, str
                 problems.error(join("/extensionPaths", index), f"extension folder {path} does not exist",
                                "an existing folder (relative paths are relative to this file)")
             paths.append(path)
+    admin = read_admin(data.get("admin"), problems)
+    logging_config = read_logging(data.get("logging"), problems)
     if problems.errors:
         return None
     return GatewayConfig(file=file, thingsboard=tb, storage=storage, connectors=connectors,
-                         log_level=log_level, extension_paths=tuple(paths))
+                         log_level=log_level, extension_paths=tuple(paths), admin=admin,
+                         logging=logging_config)
 
 
 def _obj(value: Any) -> dict:

@@ -70,8 +70,24 @@ def read_all(path: str, env: Mapping[str, str] | None = None) -> ConfigReport:
         if config is not None:
             report.formats[entry.configuration] = _format_name(config)
             report.connectors.append((entry, config))
+    if gateway is not None:
+        _check_admin_port(gateway, report.connectors, general)
     report.gateway = gateway if not general.errors else None
     return report
+
+
+def _check_admin_port(gateway: GatewayConfig, connectors: list[tuple[ConnectorEntry, Any]],
+                      general: Problems) -> None:
+    """The admin listener must not take a port a connector serves devices on."""
+    admin = gateway.admin
+    if not admin.enabled:
+        return
+    for entry, config in connectors:
+        server = getattr(config, "server", None)
+        if server is not None and server.port == admin.port:
+            general.error("/admin/port", f"admin port {admin.port} is also the port of connector "
+                          f"{entry.name!r} ({entry.configuration})",
+                          "another port for the admin listener (default 9100), or 0 to turn it off")
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> LoadedConfig:

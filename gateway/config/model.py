@@ -61,6 +61,29 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin listener (metrics, health, readiness, status page); loopback-only by default."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9100
+    threads: int = 4
+    username: str = ""  # basic auth for /metrics and / when set (the probes stay open)
+    password: str = ""
+    max_ready_backlog: int = 10_000  # /readyz stays 200 without ThingsBoard up to this many stored events
+
+    def __repr__(self) -> str:  # never print the password
+        return f"AdminConfig(enabled={self.enabled}, host={self.host!r}, port={self.port})"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """How log records are written: ``text`` (one readable line) or ``json`` (one object per line)."""
+
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectorEntry:
     """One connector named in the general config."""
 
@@ -79,3 +102,5 @@ class GatewayConfig:
     connectors: tuple[ConnectorEntry, ...]
     log_level: str = "INFO"
     extension_paths: tuple[str, ...] = ()  # extra folders searched for custom converters
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

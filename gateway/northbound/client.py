@@ -27,6 +27,7 @@ from gateway.northbound.own_calls import OwnCalls
 from gateway.northbound.packing import DeadLetter, Packer, Publish, encode, rpc_reply_publish
 from gateway.northbound.sender import Sender
 from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
+from gateway.stats import Histogram
 from gateway.storage.base import EventStorage
 
 #: RPC replies kept while ThingsBoard is unreachable (the oldest are dropped beyond this)
@@ -87,7 +88,10 @@ class Northbound:
         self._rpc_pool: ThreadPoolExecutor | None = None
         self.counters = {"published": 0, "acked": 0, "rejected": 0, "dead_lettered": 0, "reconnects": 0,
                          "connects": 0, "events_sent": 0, "storage_trims": 0, "duplicates_resent": 0,
-                         "downlink_ignored": 0, "rpc_replies_dropped": 0}
+                         "downlink_ignored": 0, "rpc_replies_dropped": 0, "rate_limited": 0}
+        self.rate_limit_wait = 0.0  # seconds publishes waited for the rate limits (sender thread only)
+        self.puback_latency = Histogram()  # seconds from publish to PUBACK (sender thread only)
+        self.heartbeat = 0.0  # monotonic time the sender thread last went round its loop
 
     # ------------------------------------------------------------------ public API
 
@@ -101,6 +105,7 @@ class Northbound:
             return
         self._attr_pool = ThreadPoolExecutor(1, thread_name_prefix="rgw-attr-updates")
         self._rpc_pool = ThreadPoolExecutor(4, thread_name_prefix="rgw-rpc")
+        self.heartbeat = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="rgw-northbound", daemon=True)
         self._thread.start()
 
@@ -182,6 +187,14 @@ class Northbound:
         session = self._session
         return self._ready and session is not None and session.lost is None
 
+    @property
+    def alive(self) -> bool:
+        """The sender thread runs and went round its loop recently (longest wait: a reconnect backoff)."""
+        stale_after = CONNACK_TIMEOUT + self.config.max_reconnect_delay + 60.0
+        thread = self._thread
+        return (thread is not None and thread.is_alive()
+                and time.monotonic() - self.heartbeat < stale_after)
+
     def stats(self) -> dict[str, Any]:
         """Counters and state for health and metrics endpoints (JSON-ready)."""
         with self._lock:
@@ -241,6 +254,7 @@ class Northbound:
         said: set[str] = set()  # what this outage's log already reported: "down" or refusal reasons
         first = True
         while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
             session = MqttSession(self.config, self._on_message, self.log)
             try:
                 session.open(CONNACK_TIMEOUT)

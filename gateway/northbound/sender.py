@@ -36,6 +36,7 @@ class Sender:
         self.inflight: deque[tuple[int | None, Publish]] = deque()
         self.acked: dict[int, int] = {}
         self.waiting: set[int] = set()  # message ids of our in-flight publishes
+        self.sent_at: dict[int, float] = {}  # message id -> monotonic time published (PUBACK latency)
         self.last_sent: int | None = None  # last event id published in this session
         self.announced: set[str] = set()
         self.reannounce: deque[tuple[str, str]] = deque(northbound.known.to_reannounce())
@@ -59,6 +60,7 @@ class Sender:
 
     def _round(self, stop: threading.Event) -> None:
         nb = self.nb
+        nb.heartbeat = time.monotonic()
         nb.apply_pending_limits()
         self._settle()
         for reply in nb.take_rpc_replies():
@@ -136,20 +138,29 @@ class Sender:
     def _send(self, publish: Publish, stop: threading.Event, qos: int = 1) -> None:
         nb = self.nb
         while len(self.inflight) >= nb.max_inflight:
+            nb.heartbeat = time.monotonic()
             self._settle()
             if len(self.inflight) < nb.max_inflight:
                 break
             self._check_alive()
             self.session.wait(IDLE_WAIT)
+        limited_since = None
         while True:
             wait = nb.limiter.wait_time(publish.telemetry, publish.datapoints)
             if wait <= 0:
                 break
+            if limited_since is None:
+                limited_since = time.monotonic()
+                nb.count("rate_limited")
+            nb.heartbeat = time.monotonic()
             self._settle()
             if stop.wait(min(wait, IDLE_WAIT)) or self.session.lost is not None:
                 self._check_alive()
                 if stop.is_set():
                     return
+        now = time.monotonic()
+        if limited_since is not None:
+            nb.rate_limit_wait += now - limited_since
         nb.remember_own(publish)
         mid = self.session.publish(publish.topic, publish.payload, qos)
         nb.limiter.take(publish.telemetry, publish.datapoints)
@@ -157,6 +168,7 @@ class Sender:
         if qos > 0:
             self.inflight.append((mid, publish))
             self.waiting.add(mid)
+            self.sent_at[mid] = now
 
     def _check_alive(self) -> None:
         if self.session.lost is not None:
@@ -168,9 +180,17 @@ class Sender:
         Others (the getSessionLimits request, late acks of a cleared window) are dropped: kept, they
         would match a later publish once paho's message ids wrap at 65535 and trim it before its ack.
         """
-        for mid, reason in self.session.take_acks().items():
+        acks = self.session.take_acks()
+        if not acks:
+            return
+        now = time.monotonic()
+        latency = self.nb.puback_latency
+        for mid, reason in acks.items():
             if mid in self.waiting:
                 self.acked[mid] = reason
+                sent = self.sent_at.pop(mid, None)
+                if sent is not None:
+                    latency.observe(now - sent)
 
     def _settle(self) -> None:
         """Consume PUBACKs: pop the acked prefix, dead-letter hopeless rejections, trim storage."""
@@ -224,6 +244,7 @@ class Sender:
         self.inflight.clear()
         self.acked.clear()
         self.waiting.clear()
+        self.sent_at.clear()
         self.last_sent = None
         self.announced.clear()
         stop.wait(self.retry_delay)

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 
 # Estimated bookkeeping cost of one stored event on top of its payload bytes. Both backends count
@@ -79,6 +80,7 @@ class MemoryStorage(EventStorage):
         self._put_count = 0
         self._rejected_full = 0
         self._paced = 0
+        self._ages = AgeMarks()  # ordinals: the event ids
 
     def put(self, payloads: Sequence[bytes]) -> None:
         """Append all ``payloads`` or none; raises StorageFull when a limit would be passed."""
@@ -100,6 +102,7 @@ class MemoryStorage(EventStorage):
             if not self._events:
                 self._data.notify_all()  # wait_for_data waits only while the queue is empty
             self._events.extend(p if type(p) is bytes else bytes(p) for p in payloads)
+            self._ages.stored(self._next_id, time.monotonic())
             self._next_id += len(payloads)
             self._size += size
             self._put_count += 1
@@ -136,6 +139,7 @@ class MemoryStorage(EventStorage):
                 removed += len(events.popleft()) + RECORD_OVERHEAD_BYTES
             self._size -= removed
             if count > 0:
+                self._ages.removed_through(self._next_id - len(events))
                 self._note_progress()
 
     def count(self) -> int:
@@ -155,8 +159,11 @@ class MemoryStorage(EventStorage):
     def stats(self) -> dict[str, int]:
         """Counters for metrics: stored events and bytes, accepted puts, refusals, failures, paced puts."""
         with self._lock:
+            head = self._next_id - len(self._events)
+            age = self._ages.oldest_age(head, time.monotonic()) if self._events else 0.0
             return {"stored": len(self._events), "bytes": self._size, "put_count": self._put_count,
-                    "rejected_full": self._rejected_full, "failures": 0, "paced": self._paced}
+                    "rejected_full": self._rejected_full, "failures": 0, "paced": self._paced,
+                    "failing": 0, "oldest_age_s": age}
 
     def close(self) -> None:
         """Release the events; later calls raise StorageFailure. Idempotent."""

@@ -6,10 +6,13 @@ import functools
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from itertools import starmap
 from typing import TextIO
 
+from gateway.stats import Histogram
+from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
 
@@ -79,6 +82,10 @@ class SqliteStorage(EventStorage):
         self._failing = False
         self._writer_broken = False  # only the leader reads or writes this
         self._stats = {"put_count": 0, "rejected_full": 0, "failures": 0, "commits": 0}
+        self.commit_latency = Histogram()  # seconds per group commit (one transaction, one fsync)
+        self._ages = AgeMarks()  # ordinals: events counted in store order since open
+        self._head_ordinal = 0  # ordinal of the oldest stored event
+        self._next_ordinal = 0
         self._lock_file = self._claim()
         try:
             self._writer = self._connect(synchronous="FULL")
@@ -91,6 +98,9 @@ class SqliteStorage(EventStorage):
         except BaseException:
             self._lock_file.close()
             raise
+        if self._count:  # events left by an earlier run count as stored now
+            self._ages.stored(0, time.monotonic())
+            self._next_ordinal = self._count
 
     # -- the EventStorage interface -------------------------------------------------------------
 
@@ -163,6 +173,8 @@ class SqliteStorage(EventStorage):
             with self._lock:
                 self._count -= removed
                 self._size -= int(size) + RECORD_OVERHEAD_BYTES * removed
+                self._head_ordinal += removed
+                self._ages.removed_through(self._head_ordinal)
                 self._trimmed_through = last  # never past the newest event: later ids stay
                 lead = not self._committing and not self._closing
                 if lead:
@@ -184,10 +196,16 @@ class SqliteStorage(EventStorage):
                 self._data.wait_for(lambda: self._count or self._closing, timeout)
             return self._count > 0 and not self._closing
 
-    def stats(self) -> dict[str, int]:
-        """Counters for metrics: stored events and bytes, accepted puts, refusals, failures, commits."""
+    def stats(self) -> dict[str, int | float]:
+        """Counters for metrics: stored events and bytes, accepted puts, refusals, failures, commits.
+
+        Also ``failing`` (1 while the last commit failed) and ``oldest_age_s`` (seconds the oldest
+        stored event has waited, see :mod:`gateway.storage.age`).
+        """
         with self._lock:
-            return {"stored": self._count, "bytes": self._size, **self._stats}
+            age = self._ages.oldest_age(self._head_ordinal, time.monotonic()) if self._count else 0.0
+            return {"stored": self._count, "bytes": self._size, **self._stats, "failing": int(self._failing),
+                    "oldest_age_s": age}
 
     def close(self) -> None:
         """Commit every put already accepted, then close the file. Idempotent."""
@@ -250,13 +268,20 @@ class SqliteStorage(EventStorage):
                     f"{limits.max_bytes} bytes)")
         if not rows:
             self._delete_trimmed()
+        started = time.monotonic()
         failure = self._commit(rows) if rows else None
+        done = time.monotonic()
         with self._lock:
             stats = self._stats
             stats["rejected_full"] += len(batch.rejected)
+            if rows:
+                self.commit_latency.observe(done - started)
             if failure is None:
                 if rows and not self._count:
                     self._data.notify_all()  # wait_for_data waits only while the queue is empty
+                if added:
+                    self._ages.stored(self._next_ordinal, done)
+                    self._next_ordinal += added
                 self._count += added
                 self._size += added_size
                 stats["put_count"] += accepted
@@ -318,6 +343,7 @@ class SqliteStorage(EventStorage):
         count, size = self._measure(self._writer, self._trimmed_through)
         with self._lock:
             self._count, self._size = count, size
+            self._next_ordinal = self._head_ordinal + count
         self._writer_broken = False
 
     def _note_health(self, failure: str | None) -> None:

@@ -64,6 +64,11 @@ class DeviceDispatcher:
                 self._cond.notify()
 
     @property
+    def alive(self) -> bool:
+        """Every worker thread is running (True before start and after stop: nothing is missing)."""
+        return all(thread.is_alive() for thread in self._threads)
+
+    @property
     def pending(self) -> int:
         with self._cond:
             return self._pending

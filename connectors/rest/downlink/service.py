@@ -23,6 +23,7 @@ from connectors.rest.model import RestConfig
 from converters.casting import CastError
 from converters.expressions import MissingValue
 from gateway.config.locate import join
+from gateway.stats import Histogram
 
 COUNTERS = ("attribute_updates_relayed", "attribute_updates_failed", "attribute_keys_unmatched",
             "rpc_replied", "rpc_sent_no_reply", "rpc_failed", "rpc_unmatched", "rejected_busy")
@@ -88,7 +89,13 @@ class DownlinkService:
         kwargs = {"workers": workers} if workers else {}
         self.dispatcher = DeviceDispatcher(logger, **kwargs)
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.relays: dict[tuple[str, str], int] = {}  # (entry pointer, outcome kind) → relays
+        self.relay_latency: dict[str, Histogram] = {}  # entry pointer → seconds per relay (all tries)
         self._lock = threading.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.dispatcher.alive
 
     @property
     def enabled(self) -> bool:
@@ -113,6 +120,24 @@ class DownlinkService:
             stats: dict[str, Any] = dict(self.counters)
         stats["pending"] = self.dispatcher.pending
         return stats
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters, relays by (entry, outcome) and relay latencies by entry, for the admin collector."""
+        with self._lock:
+            return {"counters": dict(self.counters), "pending": self.dispatcher.pending,
+                    "relays": dict(self.relays),
+                    "latency": {pointer: h.snapshot() for pointer, h in self.relay_latency.items()}}
+
+    def _relayed(self, entry: DownlinkEntry, outcome: str, seconds: float | None) -> None:
+        """Count one relay of ``entry`` ending in ``outcome`` (an Outcome kind, or ``template``)."""
+        with self._lock:
+            key = (entry.pointer, outcome)
+            self.relays[key] = self.relays.get(key, 0) + 1
+            if seconds is not None:
+                histogram = self.relay_latency.get(entry.pointer)
+                if histogram is None:
+                    histogram = self.relay_latency[entry.pointer] = Histogram()
+                histogram.observe(seconds)
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -147,10 +172,13 @@ class DownlinkService:
             body = entry.render_body(context)
         except (MissingValue, CastError, ValueError) as exc:
             self._count("attribute_updates_failed")
+            self._relayed(entry, "template", None)
             self.log.error("attribute %s of device %s not relayed (%s): cannot fill the templates: %s",
                            key, device, entry.pointer, exc)
             return
+        started = time.monotonic()
         outcome = self.relay.send(url, entry.options, body)
+        self._relayed(entry, outcome.kind, time.monotonic() - started)
         if outcome.ok:
             self._count("attribute_updates_relayed")
             self.log.debug("attribute %s of device %s relayed to %s %s: %s", key, device,
@@ -187,12 +215,15 @@ class DownlinkService:
             body = entry.render_body(context)
         except (MissingValue, CastError, ValueError) as exc:
             self._count("rpc_failed")
+            self._relayed(entry, "template", None)
             self.log.error("RPC %s (id %s) for device %s not relayed (%s): cannot fill the templates: %s",
                            method, request_id, device, entry.pointer, exc)
             if entry.response_timeout is not None:
                 self._reply(device, request_id, {"error": f"cannot build the request: {exc}", "code": 400})
             return
+        started = time.monotonic()
         outcome = self.relay.send(url, entry.options, body, deadline)
+        self._relayed(entry, outcome.kind, time.monotonic() - started)
         level = logging.DEBUG if outcome.ok else logging.ERROR
         self.log.log(level, "RPC %s (id %s) for device %s relayed to %s %s after %d tries: %s", method,
                      request_id, device, entry.options.method, url, outcome.tries, outcome.describe())

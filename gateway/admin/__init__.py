@@ -1,0 +1,1 @@
+"""The admin listener: metrics, liveness, readiness and the status page on their own port."""
