@@ -118,7 +118,7 @@ class RestConnector(Connector):
         """Request counters, downlink relays and the device API's counters (every key of its stats())."""
         return {"requests": self.request_metrics.snapshot() if self.request_metrics is not None else None,
                 "downlink": self.downlink.metrics(),
-                "device_api": self.device_api.stats() if self.device_api is not None else None}
+                "device_api": self._device_api_stats() if self.device_api is not None else None}
 
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type_name, "port": self.server.port,
@@ -129,5 +129,5 @@ class RestConnector(Connector):
         assert self.device_api is not None
         stats = self.device_api.stats()
         if self.coap is not None:
-            stats.update(self.coap.stats(), coap_port=self.coap.port)
+            stats.update(self.coap.stats())
         return stats

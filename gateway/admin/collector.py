@@ -19,7 +19,9 @@ from gateway.stats import LATENCY_BUCKETS
 P = "rest_gateway_"
 #: device API stats() keys that are levels, not running totals (any other numeric key is a counter)
 DEVICE_API_GAUGES = frozenset({"devices", "provisioned_devices", "polls_waiting", "devices_with_pending_updates",
-                               "rpc_waiting_for_poll", "observations_active", "observers"})
+                               "rpc_waiting_for_poll", "observations_active", "observers",
+                               "coap_observations_attributes", "coap_observations_rpc",
+                               "coap_rate_limited_addresses"})
 _MQTT_COUNTERS = (("publishes", "published", "MQTT publishes sent (stored events, RPC replies, connects)"),
                   ("pubacks", "acked", "PUBACKs received with a success code"),
                   ("publishes_rejected", "rejected", "PUBACKs with an error reason code"),
