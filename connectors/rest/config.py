@@ -7,7 +7,16 @@ from typing import Any
 
 from connectors.rest.config_checks import check_rest_config, check_served
 from connectors.rest.device_api.config import read_device_api
-from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, Security, ServerConfig, normalise_methods
+from connectors.rest.model import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_RESPONSE_TIMEOUT_S,
+    Mapping,
+    ResponseConfig,
+    RestConfig,
+    Security,
+    ServerConfig,
+    normalise_methods,
+)
 from converters.config import ConverterConfig, ConverterConfigError
 from gateway.config.document import Problems, read_document, resolve_path
 from gateway.config.errors import ConfigError
@@ -122,6 +131,7 @@ def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerCo
         key=resolve_path(key, file) if key else "",
         max_body_bytes=_int(data, "maxBodySize", DEFAULT_MAX_BODY_BYTES),
         threads=_int(data, "threads", _SERVER.threads),
+        max_waiting_responses=_int(data, "maxWaitingResponses", _SERVER.max_waiting_responses),
         connection_limit=_int(data, "connectionLimit", _SERVER.connection_limit),
         channel_timeout=_int(data, "channelTimeout", _SERVER.channel_timeout),
         base_url=_str(data, "baseUrl").rstrip("/"),
@@ -142,6 +152,18 @@ def _mapping(entry: dict, pointer: str, problems: Problems) -> Mapping:
                           username=_str(security, "username"), password=_str(security, "password")),
         converter=converter,
         pointer=pointer,
+        response=_response(_obj(entry.get("response"))),
+    )
+
+
+def _response(data: dict) -> ResponseConfig:
+    timeout = data.get("timeout", DEFAULT_RESPONSE_TIMEOUT_S)
+    ok_timeout = isinstance(timeout, int | float) and not isinstance(timeout, bool) and 0 < timeout <= 3600
+    return ResponseConfig(
+        success=data.get("successResponse"), has_success="successResponse" in data,
+        unsuccessful=data.get("unsuccessfulResponse"), has_unsuccessful="unsuccessfulResponse" in data,
+        expected=data.get("responseExpected") is True, attribute=_str(data, "responseAttribute"),
+        timeout=float(timeout) if ok_timeout else DEFAULT_RESPONSE_TIMEOUT_S,
     )
 
 

@@ -31,6 +31,11 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
         _check_security(mapping.security.type, mapping.security.username, mapping.security.password,
                         mapping.pointer, problems)
         _check_converter(mapping, problems, extension_paths)
+        if mapping.response.expected and not mapping.response.attribute:
+            problems.error(join(mapping.pointer, "response", "responseExpected"),
+                           "responseExpected is true but there is no responseAttribute",
+                           "\"responseAttribute\": the name of the shared attribute ThingsBoard sets on the "
+                           "device to answer (or responseExpected false)")
     sections = (("attributeUpdates", config.attribute_updates, parse_attribute_update),
                 ("serverSideRpc", config.server_side_rpc, parse_rpc),
                 ("attributeRequests", config.attribute_requests, None))
