@@ -12,7 +12,8 @@ from flask import Response
 from werkzeug.wrappers import Request
 
 from connectors.base import Uplink, UplinkUnavailable
-from connectors.rest.model import Mapping
+from connectors.rest.body_encoding import BodyEncodingError, decode_body
+from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping
 from connectors.rest.request_data import BadRequestData, read_request
 from connectors.rest.response_waits import Closed, ResponseWaits
 from connectors.rest.responses import configured_response, error_response, json_bytes_response, json_response
@@ -59,9 +60,13 @@ class MappingHandler:
                                   UNAUTHORIZED_HEADERS)
         body = request.get_data(cache=False)
         try:
+            limit = request.max_content_length or DEFAULT_MAX_BODY_BYTES
+            body = decode_body(body, request.headers.get("Content-Encoding"), limit)
             request_input = read_request(
                 body, request.content_type or "", request.query_string, path_vars, self._want_raw
             )
+        except BodyEncodingError as exc:
+            return error_response(exc.status, str(exc))
         except BadRequestData as exc:
             return error_response(400, str(exc))
         raw_only = self._always_raw or request_input.body_kind == "raw"
