@@ -153,6 +153,7 @@ def _mapping(entry: dict, pointer: str, problems: Problems) -> Mapping:
         converter=converter,
         pointer=pointer,
         response=_response(_obj(entry.get("response"))),
+        report_strategy=entry.get("reportStrategy") if isinstance(entry.get("reportStrategy"), dict) else None,
     )
 
 

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Request
 from connectors.base import Uplink, UplinkUnavailable
 from connectors.rest.body_encoding import BodyEncodingError, decode_body
 from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping
+from connectors.rest.report_strategy import ReportFilter, mapping_strategies
 from connectors.rest.request_data import BadRequestData, read_request
 from connectors.rest.response_waits import Closed, ResponseWaits
 from connectors.rest.responses import configured_response, error_response, json_bytes_response, json_response
@@ -37,6 +38,8 @@ class MappingHandler:
         self.converter = converter
         self.uplink = uplink
         self.log = logger
+        strategies = mapping_strategies(mapping.report_strategy, mapping.converter.raw)
+        self.report = None if strategies.trivial else ReportFilter(strategies)
         self._auth = BasicAuthenticator(mapping.security) if mapping.security.type == "basic" else None
         self._converter_config = mapping.converter.raw
         self._converter_name = mapping.converter.extension or "json"
@@ -93,8 +96,9 @@ class MappingHandler:
                 if not isinstance(item.device_name, str) or not item.device_name.strip():
                     return error_response(400, f"{where}the device name is empty")
             converted.extend(items)
+        reported = self.report.apply(converted) if self.report is not None else None
         if self.waits is not None:
-            return self._store_and_wait(converted)
+            return self._store_and_wait(converted, reported)
         to_store = [item for item in converted if not item.is_empty()]
         if to_store:
             try:
@@ -104,13 +108,15 @@ class MappingHandler:
                                       {"Retry-After": str(exc.retry_after)})
             except ValueError as exc:
                 return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
+        if reported:
+            self.report.commit(reported)  # type: ignore[union-attr]
         if self.response.has_success:
             return configured_response(200, self.response.success)
         if len(to_store) == len(converted) and not any(item.skipped for item in converted):
             return json_bytes_response(200, b'{"stored":%d}' % len(to_store))  # the common answer, pre-encoded
         return json_response(200, _success_body(converted, len(to_store)))
 
-    def _store_and_wait(self, converted: list[ConvertedData]) -> Response:
+    def _store_and_wait(self, converted: list[ConvertedData], reported: list | None) -> Response:
         """Store with ``responseExpected: true`` on the first message's device, then wait for its answer."""
         assert self.waits is not None
         first = converted[0]
@@ -131,6 +137,8 @@ class MappingHandler:
         except ValueError as exc:
             self.waits.cancel(waiter)
             return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
+        if reported:
+            self.report.commit(reported)  # type: ignore[union-attr]
         try:
             value = self.waits.wait(waiter, self.response.timeout)
         except TimeoutError:

@@ -53,6 +53,7 @@ class Mapping:
     converter: ConverterConfig
     pointer: str = ""  # JSON pointer of this entry in the file, for messages
     response: ResponseConfig = ResponseConfig()
+    report_strategy: dict[str, Any] | None = None  # the mapping's own reportStrategy as written
 
 
 @dataclass(frozen=True, slots=True)

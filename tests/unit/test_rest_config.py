@@ -278,13 +278,11 @@ def test_all_errors_at_once_with_lines(tmp_path: Path) -> None:
 def test_unknown_and_unsupported_keys_warn(tmp_path: Path) -> None:
     data = example()
     data["mapping"][0]["HTTPMetod"] = ["POST"]
-    data["mapping"][0]["reportStrategy"] = {"type": "ON_CHANGE"}
     data["debugMode"] = True
     errors, warnings = problems_of(tmp_path, data)
     assert errors == []
     by_pointer = {w.pointer: w.message for w in warnings}
     assert "did you mean 'HTTPMethod'?" in by_pointer["/mapping/0/HTTPMetod"]
-    assert "not used by rest-gateway" in by_pointer["/mapping/0/reportStrategy"]
     assert "not used by rest-gateway" in by_pointer["/debugMode"]
 
 
@@ -341,3 +339,17 @@ def test_response_section_is_read_and_checked(tmp_path: Path) -> None:
                                   "/maxWaitingResponses"]
     assert "responseAttribute" in by_pointer["/mapping/0/response/responseExpected"].expected
     assert not [w for w in warnings if "response" in w.pointer]
+
+
+def test_report_strategy_is_checked(tmp_path: Path) -> None:
+    data = example()
+    data["mapping"][0]["reportStrategy"] = {"type": "ON_REPORT_PERIOD", "reportPeriod": 5000}
+    data["mapping"][0]["converter"]["timeseries"][0]["reportStrategy"] = {"type": "DISABLED"}
+    errors, warnings = problems_of(tmp_path, data)
+    assert errors == [] and not [w for w in warnings if "reportStrategy" in w.pointer]
+    data["mapping"][0]["reportStrategy"] = {"type": "SOMETIMES", "reportPeriod": 0}
+    data["mapping"][0]["converter"]["timeseries"][0]["key"] = "${sensorModel}"
+    errors, _ = problems_of(tmp_path, data)
+    pointers = sorted(e.pointer for e in errors)
+    assert pointers == ["/mapping/0/converter/timeseries/0/reportStrategy", "/mapping/0/reportStrategy/reportPeriod",
+                        "/mapping/0/reportStrategy/type"], pointers
