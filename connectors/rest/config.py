@@ -9,7 +9,15 @@ from typing import Any
 
 from connectors.rest.config_checks import check_rest_config, check_served
 from connectors.rest.device_api.config import read_device_api
-from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping, RestConfig, ServerConfig, normalise_methods
+from connectors.rest.model import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_RESPONSE_TIMEOUT_S,
+    Mapping,
+    ResponseConfig,
+    RestConfig,
+    ServerConfig,
+    normalise_methods,
+)
 from connectors.rest.security_config import read_security
 from converters.config import ConverterConfig, ConverterConfigError
 from gateway.config.document import Problems, read_document, resolve_path
@@ -131,6 +139,7 @@ def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerCo
         key=resolve_path(key, file) if key else "",
         max_body_bytes=_int(data, "maxBodySize", DEFAULT_MAX_BODY_BYTES),
         threads=_int(data, "threads", _SERVER.threads),
+        max_waiting_responses=_int(data, "maxWaitingResponses", _SERVER.max_waiting_responses),
         connection_limit=_int(data, "connectionLimit", _SERVER.connection_limit),
         channel_timeout=_int(data, "channelTimeout", _SERVER.channel_timeout),
         base_url=_str(data, "baseUrl").rstrip("/"),
@@ -151,6 +160,19 @@ def _mapping(entry: dict, pointer: str, file: str, problems: Problems) -> Mappin
         converter=converter,
         pointer=pointer,
         rate_limit=read_rate_limit(entry.get("rateLimit"), join(pointer, "rateLimit"), problems),
+        response=_response(_obj(entry.get("response"))),
+        report_strategy=entry.get("reportStrategy") if isinstance(entry.get("reportStrategy"), dict) else None,
+    )
+
+
+def _response(data: dict) -> ResponseConfig:
+    timeout = data.get("timeout", DEFAULT_RESPONSE_TIMEOUT_S)
+    ok_timeout = isinstance(timeout, int | float) and not isinstance(timeout, bool) and 0 < timeout <= 3600
+    return ResponseConfig(
+        success=data.get("successResponse"), has_success="successResponse" in data,
+        unsuccessful=data.get("unsuccessfulResponse"), has_unsuccessful="unsuccessfulResponse" in data,
+        expected=data.get("responseExpected") is True, attribute=_str(data, "responseAttribute"),
+        timeout=float(timeout) if ok_timeout else DEFAULT_RESPONSE_TIMEOUT_S,
     )
 
 

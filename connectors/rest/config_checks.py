@@ -32,6 +32,12 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
         _check_security(mapping.security.type, mapping.security.username, mapping.security.password,
                         mapping.pointer, problems, ENDPOINT_SECURITY_TYPES)
         _check_converter(mapping, problems, extension_paths)
+        _check_report_keys(mapping, problems)
+        if mapping.response.expected and not mapping.response.attribute:
+            problems.error(join(mapping.pointer, "response", "responseExpected"),
+                           "responseExpected is true but there is no responseAttribute",
+                           "\"responseAttribute\": the name of the shared attribute ThingsBoard sets on the "
+                           "device to answer (or responseExpected false)")
     sections = (("attributeUpdates", config.attribute_updates, parse_attribute_update),
                 ("serverSideRpc", config.server_side_rpc, parse_rpc),
                 ("attributeRequests", config.attribute_requests, None))
@@ -49,6 +55,18 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
                                   if isinstance(entry.get(key), str)], problems)
     if config.device_api is not None and config.device_api.enabled:
         _check_device_api_paths(config.device_api.base_path, routes, problems)
+
+
+def _check_report_keys(mapping: Mapping, problems: Problems) -> None:
+    """A data point's own reportStrategy is matched to the key it produces: the key must be a constant."""
+    for kind in ("attributes", "timeseries"):
+        points = mapping.converter.raw.get(kind)
+        for index, point in enumerate(points if isinstance(points, list) else ()):
+            if isinstance(point, dict) and "reportStrategy" in point and "${" in str(point.get("key", "")):
+                problems.error(join(mapping.pointer, "converter", kind, index, "reportStrategy"),
+                               f"a per-key reportStrategy needs a constant key, not {point['key']!r}",
+                               "a constant \"key\", or the strategy on the mapping (\"reportStrategy\" next to "
+                               "\"converter\") instead")
 
 
 def check_served(raw_mapping: Any, device_api: DeviceApiConfig | None, problems: Problems) -> None:

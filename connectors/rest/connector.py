@@ -17,6 +17,7 @@ from connectors.rest.downlink.service import DownlinkService
 from connectors.rest.handler import MappingHandler
 from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import RestConfig
+from connectors.rest.response_waits import ResponseWaits
 from connectors.rest.server import HttpServer
 from converters.loader import load_converter
 
@@ -34,9 +35,11 @@ class RestConnector(Connector):
         self.log = logger or logging.getLogger(f"connectors.rest.{name}")
         self.request_metrics = RequestMetrics() if metrics else None
         handlers: dict[str, dict[str, MappingHandler]] = {}
+        waiting = any(mapping.response.expected for mapping in config.mappings)
+        self.response_waits = ResponseWaits(config.server.max_waiting_responses) if waiting else None
         for mapping in config.mappings:
             converter = load_converter(mapping.converter, extension_paths, self.log)
-            handler = MappingHandler(mapping, converter, uplink, self.log, self.request_metrics)
+            handler = MappingHandler(mapping, converter, uplink, self.log, self.request_metrics, self.response_waits)
             by_method = handlers.setdefault(mapping.endpoint, {})
             for method in mapping.methods:
                 by_method[method] = handler
@@ -62,6 +65,9 @@ class RestConnector(Connector):
             # a waiting long poll holds a waitress thread: one more thread per allowed poll
             server_config = replace(server_config,
                                     threads=server_config.threads + config.device_api.max_concurrent_polls)
+        if self.response_waits is not None:
+            # a request waiting for ThingsBoard's answer (responseExpected) holds a thread: one more per wait
+            server_config = replace(server_config, threads=server_config.threads + self.response_waits.limit)
         self.server = HttpServer(self.app, server_config, self.log)
         self.downlink = DownlinkService(config, uplink, self.own_address, self.log)
 
@@ -97,11 +103,15 @@ class RestConnector(Connector):
             self.device_api.release_polls()  # waiting polls answer 503 now instead of holding the stop
         if self.coap is not None:
             self.coap.stop()  # observations end with 2.02, posts in flight finish storing
+        if self.response_waits is not None:
+            self.response_waits.close()  # so do requests waiting for ThingsBoard's answer
         self.server.stop()
         if self.device_api is not None:
             self.device_api.close()
 
     def on_attribute_update(self, device: str, data: dict[str, Any]) -> None:
+        if self.response_waits is not None:
+            self.response_waits.on_attribute_update(device, data)
         self.downlink.on_attribute_update(device, data)
         if self.device_api is not None:
             self.device_api.on_attribute_update(device, data)
@@ -123,7 +133,8 @@ class RestConnector(Connector):
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type_name, "port": self.server.port,
                 "endpoints": len(self.config.mappings), "downlink": self.downlink.stats(),
-                **({"device_api": self._device_api_stats()} if self.device_api is not None else {})}
+                **({"device_api": self._device_api_stats()} if self.device_api is not None else {}),
+                **({"response_waits": self.response_waits.stats()} if self.response_waits is not None else {})}
 
     def _device_api_stats(self) -> dict[str, Any]:
         assert self.device_api is not None

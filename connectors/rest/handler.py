@@ -1,4 +1,8 @@
-"""Handles one request to one mapping: authenticate, read, convert, store durably, answer."""
+"""Handles one request to one mapping: authenticate, read, convert, store durably, answer.
+
+With a ``response`` section the answers carry its configured bodies, and with ``responseExpected``
+the answer waits for ThingsBoard to set ``responseAttribute`` on the device (see response_waits.py).
+"""
 from __future__ import annotations
 
 import logging
@@ -8,10 +12,13 @@ from flask import Response
 from werkzeug.wrappers import Request
 
 from connectors.base import Uplink, UplinkRateLimited, UplinkUnavailable
+from connectors.rest.body_encoding import BodyEncodingError, decode_body
 from connectors.rest.metrics import RequestMetrics
-from connectors.rest.model import Mapping
+from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping
+from connectors.rest.report_strategy import ReportFilter, mapping_strategies
 from connectors.rest.request_data import BadRequestData, read_request
-from connectors.rest.responses import error_response, json_bytes_response, json_response
+from connectors.rest.response_waits import Closed, ResponseWaits
+from connectors.rest.responses import configured_response, error_response, json_bytes_response, json_response
 from connectors.rest.security import endpoint_authenticator
 from converters.base import ConversionError, Converter
 from converters.legacy import normalize_result
@@ -23,12 +30,17 @@ class MappingHandler:
     """The request handler of one ``mapping`` entry (one endpoint and its methods)."""
 
     def __init__(self, mapping: Mapping, converter: Converter, uplink: Uplink, logger: logging.Logger,
-                 metrics: RequestMetrics | None = None) -> None:
+                 metrics: RequestMetrics | None = None, waits: ResponseWaits | None = None) -> None:
+        """``waits`` is required when the mapping has ``response.responseExpected``."""
         self.mapping = mapping
         self.metrics = metrics
+        self.response = mapping.response
+        self.waits = waits if mapping.response.expected else None
         self.converter = converter
         self.uplink = uplink
         self.log = logger
+        strategies = mapping_strategies(mapping.report_strategy, mapping.converter.raw)
+        self.report = None if strategies.trivial else ReportFilter(strategies)
         self._auth = endpoint_authenticator(mapping.security)
         limit = mapping.rate_limit
         self._limit = TokenBuckets(limit) if limit is not None else None
@@ -39,6 +51,17 @@ class MappingHandler:
         self._want_raw = self._always_raw or mapping.converter.type == "custom"
 
     def __call__(self, request: Request, path_vars: dict[str, Any]) -> Response:
+        if not self.response.has_unsuccessful:
+            return self._authenticated(request, path_vars)
+        answer = self._authenticated(request, path_vars)
+        if answer.status_code < 400:
+            return answer
+        self.log.debug("%s: answering %d with unsuccessfulResponse instead of: %s", self.mapping.endpoint,
+                       answer.status_code, answer.get_data(as_text=True))
+        headers = {k: v for k, v in answer.headers.items() if k in ("WWW-Authenticate", "Retry-After")}
+        return configured_response(answer.status_code, self.response.unsuccessful, headers)
+
+    def _authenticated(self, request: Request, path_vars: dict[str, Any]) -> Response:
         auth = self._auth
         body = request.get_data(cache=False) if auth is not None and auth.needs_body else None
         if auth is not None:
@@ -59,9 +82,13 @@ class MappingHandler:
             if refused is not None:
                 return refused
         try:
+            limit = request.max_content_length or DEFAULT_MAX_BODY_BYTES
+            body = decode_body(body, request.headers.get("Content-Encoding"), limit)
             request_input = read_request(
                 body, request.content_type or "", request.query_string, path_vars, self._want_raw
             )
+        except BodyEncodingError as exc:
+            return error_response(exc.status, str(exc))
         except BadRequestData as exc:
             return self._refused("bad_body", str(exc), body)
         raw_only = self._always_raw or request_input.body_kind == "raw"
@@ -86,11 +113,15 @@ class MappingHandler:
                 if not isinstance(item.device_name, str) or not item.device_name.strip():
                     return self._refused("empty_device_name", f"{where}the device name is empty", body)
             converted.extend(items)
-        to_store = [item for item in converted if not item.is_empty()]
-        if to_store and self._limit_by == "device":
-            refused = self._take(*[item.device_name for item in to_store])
+        devices = [item.device_name for item in converted if not item.is_empty()]
+        if devices and self._limit_by == "device":
+            refused = self._take(*devices)
             if refused is not None:
                 return refused
+        reported = self.report.apply(converted) if self.report is not None else None
+        if self.waits is not None:
+            return self._store_and_wait(converted, reported)
+        to_store = [item for item in converted if not item.is_empty()]
         if to_store:
             try:
                 self.uplink.send(to_store)
@@ -101,6 +132,10 @@ class MappingHandler:
                                       {"Retry-After": str(exc.retry_after)})
             except ValueError as exc:
                 return self._refused("not_sendable", f"converted data cannot be sent to ThingsBoard: {exc}", body)
+        if reported:
+            self.report.commit(reported)  # type: ignore[union-attr]
+        if self.response.has_success:
+            return configured_response(200, self.response.success)
         if len(to_store) == len(converted) and not any(item.skipped for item in converted):
             return json_bytes_response(200, b'{"stored":%d}' % len(to_store))  # the common answer, pre-encoded
         return json_response(200, _success_body(converted, len(to_store)))
@@ -133,6 +168,40 @@ def too_many(message: str, retry_after: int) -> Response:
     """429 with ``Retry-After`` (whole seconds) and the JSON reason; nothing of the request is stored."""
     return error_response(429, f"{message}; nothing was stored, retry after {retry_after} s",
                           {"Retry-After": str(retry_after)}, retryAfter=retry_after)
+
+    def _store_and_wait(self, converted: list[ConvertedData], reported: list | None) -> Response:
+        """Store with ``responseExpected: true`` on the first message's device, then wait for its answer."""
+        assert self.waits is not None
+        first = converted[0]
+        first.attributes["responseExpected"] = True  # as the reference sends it: the rule chain's cue
+        try:
+            waiter = self.waits.open(first.device_name, self.response.attribute)
+        except Closed:
+            return error_response(503, "the gateway is stopping; retry later", {"Retry-After": "5"})
+        if waiter is None:
+            return error_response(503, f"too many requests are waiting for ThingsBoard's answer "
+                                  f"(maxWaitingResponses {self.waits.limit}); retry later", {"Retry-After": "1"})
+        to_store = [item for item in converted if not item.is_empty()]
+        try:
+            self.uplink.send(to_store)
+        except UplinkUnavailable as exc:
+            self.waits.cancel(waiter)
+            return error_response(503, f"data not accepted: {exc.reason}", {"Retry-After": str(exc.retry_after)})
+        except ValueError as exc:
+            self.waits.cancel(waiter)
+            return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
+        if reported:
+            self.report.commit(reported)  # type: ignore[union-attr]
+        try:
+            value = self.waits.wait(waiter, self.response.timeout)
+        except TimeoutError:
+            return error_response(408, f"the data is stored, but ThingsBoard did not set "
+                                  f"{self.response.attribute!r} on {first.device_name!r} within "
+                                  f"{self.response.timeout:g} s (response.timeout)", stored=len(to_store))
+        except Closed:
+            return error_response(503, "the data is stored, but the gateway is stopping before ThingsBoard "
+                                  "answered", {"Retry-After": "5"}, stored=len(to_store))
+        return configured_response(200, value)
 
 
 def _success_body(converted: list[ConvertedData], stored: int) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from converters.config import ConverterConfig
 from gateway.rate_limit import RequestRateLimit
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_RESPONSE_TIMEOUT_S = 120.0  # the reference's default for response.timeout
+DEFAULT_MAX_WAITING_RESPONSES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,23 @@ class Security:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseConfig:
+    """A mapping's ``response`` section: configured bodies, and the optional wait for ThingsBoard's answer.
+
+    ``success`` / ``unsuccessful`` are the configured bodies as written; ``has_*`` says whether the key
+    is present (``null`` is a valid body).
+    """
+
+    success: Any = None
+    unsuccessful: Any = None
+    has_success: bool = False
+    has_unsuccessful: bool = False
+    expected: bool = False  # responseExpected: wait for the shared attribute ``attribute`` of the device
+    attribute: str = ""
+    timeout: float = DEFAULT_RESPONSE_TIMEOUT_S
+
+
+@dataclass(frozen=True, slots=True)
 class Mapping:
     """One endpoint: its path, allowed methods, security and converter."""
 
@@ -59,6 +78,8 @@ class Mapping:
     converter: ConverterConfig
     pointer: str = ""  # JSON pointer of this entry in the file, for messages
     rate_limit: RequestRateLimit | None = None
+    response: ResponseConfig = ResponseConfig()
+    report_strategy: dict[str, Any] | None = None  # the mapping's own reportStrategy as written
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +93,7 @@ class ServerConfig:
     key: str = ""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     threads: int = 32  # measured: more puts share one SQLite commit at 64 connections (bench/RESULTS.md)
+    max_waiting_responses: int = DEFAULT_MAX_WAITING_RESPONSES  # requests waiting for response.responseAttribute
     connection_limit: int = 1000
     channel_timeout: int = 30
     base_url: str = ""  # for relative downlink URLs; default: this server's own address

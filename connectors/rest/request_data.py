@@ -6,8 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
 JSON_CONTENT_TYPES = ("application/json", "text/json")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+MULTIPART_CONTENT_TYPE = "multipart/form-data"
+MAX_MULTIPART_PARTS = 1000
 
 
 class BadRequestData(ValueError):
@@ -112,12 +117,68 @@ def read_request(
         merged = dict(base)
         merged.update(fields)
         return RequestInput([merged], body, "form")
+    if mime == MULTIPART_CONTENT_TYPE:
+        merged = dict(base)
+        merged.update(multipart_fields(body, content_type))
+        return RequestInput([merged], body, "multipart")
     if want_raw:
         return RequestInput([base], body, "raw")
     raise BadRequestData(
-        f"body is not JSON (Content-Type {mime or 'missing'}); send a JSON object, an array of objects "
-        "or an urlencoded form"
+        f"body is not JSON (Content-Type {mime or 'missing'}); send a JSON object, an array of objects, "
+        "an urlencoded form or multipart/form-data fields"
     )
+
+
+def multipart_fields(body: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a ``multipart/form-data`` body, as the reference reads them: a text field gives its
+    text, a part sent as JSON (``Content-Type: application/json``) its parsed value. A file part (one
+    with a ``filename``) is refused: the reference drops it silently, which loses data unseen."""
+    boundary = parse_options_header(content_type)[1].get("boundary", "")
+    if not boundary:
+        raise BadRequestData("multipart/form-data without a boundary parameter in Content-Type")
+    decoder = MultipartDecoder(boundary.encode("latin-1", "replace"), max_parts=MAX_MULTIPART_PARTS)
+    fields: dict[str, Any] = {}
+    current: Field | None = None
+    chunks: list[bytes] = []
+    try:
+        decoder.receive_data(body)
+        decoder.receive_data(None)
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, Epilogue):
+                return fields
+            if isinstance(event, NeedData):
+                raise BadRequestData("multipart/form-data body is incomplete (no closing boundary)")
+            if isinstance(event, File):
+                raise BadRequestData(f"multipart part {event.name!r} is a file ({event.filename!r}): files are "
+                                     "not accepted; send text or JSON fields")
+            if isinstance(event, Field):
+                current, chunks = event, []
+            elif isinstance(event, Data) and current is not None:
+                chunks.append(event.data)
+                if not event.more_data:
+                    fields[current.name] = _field_value(current, b"".join(chunks))
+                    current = None
+    except BadRequestData:
+        raise
+    except ValueError as exc:  # werkzeug's "Invalid form-data"
+        raise BadRequestData(f"multipart/form-data body cannot be read: {exc}") from None
+    except Exception as exc:  # RequestEntityTooLarge (too many parts) is an HTTPException
+        raise BadRequestData(f"multipart/form-data body cannot be read: {getattr(exc, 'description', exc)}") \
+            from None
+
+
+def _field_value(field: Field, data: bytes) -> Any:
+    mime, options = parse_options_header(field.headers.get("Content-Type", "text/plain"))
+    if mime in JSON_CONTENT_TYPES or mime.endswith("+json"):
+        try:
+            return parse_json(data)
+        except BadRequestData as exc:
+            raise BadRequestData(f"multipart field {field.name!r}: {exc}") from None
+    try:
+        return data.decode(options.get("charset", "utf-8"))
+    except (LookupError, UnicodeDecodeError):
+        raise BadRequestData(f"multipart field {field.name!r} is not valid text in its charset") from None
 
 
 def _messages_from_json(document: Any, base: dict[str, Any]) -> list[dict[str, Any]]:

@@ -37,3 +37,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     body: dict[str, Any] = {"error": message, "status": status}
     body.update(extra)
     return json_response(status, body, headers)
+
+
+def configured_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    """A body as configured in rest.json (``response.successResponse`` and friends) or set by ThingsBoard.
+
+    A string is sent as it is, as text/plain; any other JSON value (object, array, number, boolean,
+    null) as compact JSON with application/json, never as a Python repr.
+    """
+    if isinstance(body, str):
+        return JsonResponse(body.encode("utf-8"), status=status, content_type="text/plain; charset=utf-8",
+                            headers=headers)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return JsonResponse(text.encode("utf-8"), status=status, content_type=JSON_TYPE, headers=headers)

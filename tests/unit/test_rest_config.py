@@ -278,13 +278,11 @@ def test_all_errors_at_once_with_lines(tmp_path: Path) -> None:
 def test_unknown_and_unsupported_keys_warn(tmp_path: Path) -> None:
     data = example()
     data["mapping"][0]["HTTPMetod"] = ["POST"]
-    data["mapping"][0]["response"] = {"successResponse": "ok"}
     data["debugMode"] = True
     errors, warnings = problems_of(tmp_path, data)
     assert errors == []
     by_pointer = {w.pointer: w.message for w in warnings}
     assert "did you mean 'HTTPMethod'?" in by_pointer["/mapping/0/HTTPMetod"]
-    assert "not used by rest-gateway" in by_pointer["/mapping/0/response"]
     assert "not used by rest-gateway" in by_pointer["/debugMode"]
 
 
@@ -320,3 +318,38 @@ def test_fuzz_any_text_never_crashes(text: str) -> None:
     document = parse_text(text, "fuzz.json", "json")
     if document.data is not None:
         rest_config_from_data(document.data, "fuzz.json", document.problems, EXTENSIONS)
+
+
+def test_response_section_is_read_and_checked(tmp_path: Path) -> None:
+    data = example()
+    data["mapping"][0]["response"] = {"successResponse": {"ok": True}, "unsuccessfulResponse": None,
+                                      "responseExpected": True, "responseAttribute": "reply", "timeout": 2.5}
+    data["maxWaitingResponses"] = 8
+    config = load_rest_config(write(tmp_path, json.dumps(data)), EXTENSIONS)
+    response = config.mappings[0].response
+    assert (response.success, response.has_success, response.unsuccessful, response.has_unsuccessful) == (
+        {"ok": True}, True, None, True)
+    assert (response.expected, response.attribute, response.timeout) == (True, "reply", 2.5)
+    assert config.server.max_waiting_responses == 8 and config.mappings[1].response.has_success is False
+    data["mapping"][0]["response"] = {"responseExpected": True, "timeout": 0, "successResponse": "ok"}
+    data["maxWaitingResponses"] = 0
+    errors, warnings = problems_of(tmp_path, data)
+    by_pointer = {e.pointer: e for e in errors}
+    assert sorted(by_pointer) == ["/mapping/0/response/responseExpected", "/mapping/0/response/timeout",
+                                  "/maxWaitingResponses"]
+    assert "responseAttribute" in by_pointer["/mapping/0/response/responseExpected"].expected
+    assert not [w for w in warnings if "response" in w.pointer]
+
+
+def test_report_strategy_is_checked(tmp_path: Path) -> None:
+    data = example()
+    data["mapping"][0]["reportStrategy"] = {"type": "ON_REPORT_PERIOD", "reportPeriod": 5000}
+    data["mapping"][0]["converter"]["timeseries"][0]["reportStrategy"] = {"type": "DISABLED"}
+    errors, warnings = problems_of(tmp_path, data)
+    assert errors == [] and not [w for w in warnings if "reportStrategy" in w.pointer]
+    data["mapping"][0]["reportStrategy"] = {"type": "SOMETIMES", "reportPeriod": 0}
+    data["mapping"][0]["converter"]["timeseries"][0]["key"] = "${sensorModel}"
+    errors, _ = problems_of(tmp_path, data)
+    pointers = sorted(e.pointer for e in errors)
+    assert pointers == ["/mapping/0/converter/timeseries/0/reportStrategy", "/mapping/0/reportStrategy/reportPeriod",
+                        "/mapping/0/reportStrategy/type"], pointers
