@@ -93,6 +93,12 @@ def _rest_summary(cfg: RestConfig) -> list[str]:
     if api is not None and api.enabled:
         provisioning = ", provisioning on" if api.provisioning is not None else ""
         lines.append(f"  device API   {api.base_path}/<token>/...  {len(api.devices)} device token(s){provisioning}")
+        if api.coap is not None and api.coap.enabled:
+            limit = api.coap.rate_limit
+            lines.append(f"  CoAP         coap://{api.coap.host}:{api.coap.port}/api/v1/<token>/... (udp; "
+                         f"<= {api.coap.max_observations} observations, checked every "
+                         f"{api.coap.observe_check_seconds} s; {limit.requests} requests per "
+                         f"{limit.per_seconds:g} s per address)")
     lines += _relative_urls(cfg)
     lines.append(f"  attribute updates: {len(cfg.attribute_updates)}, "
                  f"server-side RPC: {len(cfg.server_side_rpc)}, "

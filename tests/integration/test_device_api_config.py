@@ -53,3 +53,27 @@ def test_bad_base_path(tmp_path: Path) -> None:
 def test_disabled_section_does_not_reserve_paths(tmp_path: Path) -> None:
     config, problems = read(tmp_path, {"enabled": False}, mapping={**MAPPING, "endpoint": "/api/v1/x"})
     assert problems.errors == [] and config is not None and not config.device_api.enabled
+
+
+def test_coap_defaults_in_both_formats(tmp_path: Path) -> None:
+    for fmt in ("legacy", "current"):
+        config, problems = read(tmp_path, {"coap": {}}, fmt=fmt)
+        assert problems.errors == [] and config is not None
+        coap = config.device_api.coap
+        assert coap is not None and coap.enabled and (coap.host, coap.port) == ("0.0.0.0", 5683)
+        assert coap.observe_check_seconds == 120 and coap.max_observations == 10000
+    config, _ = read(tmp_path, {})
+    assert config.device_api.coap is None  # no "coap" object: no CoAP transport
+    config, _ = read(tmp_path, {"coap": {"enabled": False, "port": 5690}})
+    assert not config.device_api.coap.enabled
+
+
+def test_coap_problems_name_key_and_fix(tmp_path: Path) -> None:
+    config, problems = read(tmp_path, {"coap": {"port": 0, "observeCheckSeconds": 0, "host": "",
+                                                "rateLimit": {"perSeconds": 1}}})
+    assert config is None
+    by_pointer = {p.pointer: str(p) for p in problems.errors}
+    assert "0 is not allowed" in by_pointer["/deviceApi/coap/port"]
+    assert "rest.json" in by_pointer["/deviceApi/coap/port"]
+    for pointer in ("/deviceApi/coap/observeCheckSeconds", "/deviceApi/coap/host", "/deviceApi/coap/rateLimit"):
+        assert pointer in by_pointer, by_pointer

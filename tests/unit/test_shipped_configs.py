@@ -58,9 +58,11 @@ def test_fixture_examples_match_the_spec() -> None:
     assert [p.read_text(encoding="utf-8") for p in FIXTURE_EXAMPLES] == spec_examples()
 
 
-def test_shipped_rest_json_is_the_spec_example_verbatim() -> None:
+def test_shipped_rest_json_is_the_spec_example_verbatim_plus_the_device_api() -> None:
     shipped = json.loads((ROOT / "config" / "rest.json").read_text(encoding="utf-8"))
+    device_api = shipped.pop("deviceApi")  # issue #12: the shipped config serves CoAP on 5683
     assert shipped == json.loads(FIXTURE_EXAMPLES[0].read_text(encoding="utf-8"))
+    assert device_api["coap"]["port"] == 5683 and device_api["coap"].get("enabled", True)
 
 
 @pytest.mark.parametrize("example", FIXTURE_EXAMPLES, ids=lambda p: p.name)
