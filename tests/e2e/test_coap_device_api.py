@@ -197,3 +197,20 @@ def test_firmware_blocks_by_hand(gateway, client) -> None:
             break
     assert got == package and number == 19
     assert client.request(Code.POST, path, b"", query=query).code == Code.METHOD_NOT_ALLOWED
+
+
+def test_a_taken_udp_port_stops_the_start_with_a_clear_error(make_daemon) -> None:
+    import socket
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.bind(("127.0.0.1", 0))
+    try:
+        gw = make_daemon(coap_rest(holder.getsockname()[1], DEVICES), start=False)
+        with pytest.raises(AssertionError) as failed:
+            gw.start()
+        assert "exited with 1" in str(failed.value)
+        log = gw.log_text()
+        assert f"cannot listen on udp 127.0.0.1:{holder.getsockname()[1]}" in log
+        assert "deviceApi.coap.port" in log and "Traceback" not in log
+    finally:
+        holder.close()
