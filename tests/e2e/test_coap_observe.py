@@ -93,7 +93,9 @@ def test_attribute_notifications_cancel_and_what_arrives_meanwhile(gateway, clie
     # updates while nobody observes are kept, merged per key, and come with the next observation
     push_attributes(mqtt_subscriber, {"a": 1, "b": 1})
     push_attributes(mqtt_subscriber, {"a": 2})
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # until the gateway has both (the broker forwards them asynchronously)
+    while metric(gateway, "attribute_updates_kept_total") < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert client.response(request.token, 1) is None  # nothing more on the cancelled observation
     _, first = observe(client, ATTRIBUTES)
     assert json.loads(first.payload) == {"b": 1, "a": 2}
