@@ -52,7 +52,7 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
     auth = "access token" if tb.access_token else ("username/password" if tb.username else "client id")
     tls = ", TLS" if tb.tls else ""
     storage = cfg.storage
-    where = f" at {storage.data_file_path}" if storage.type == "sqlite" else ""
+    where = f" at {storage.data_file_path}, durability {storage.durability}" if storage.type == "sqlite" else ""
     lines = [f"  ThingsBoard {tb.host}:{tb.port} ({tb.protocol}, {auth}{tls}, QoS {tb.qos})",
              f"  storage {storage.type}{where}, at most {storage.max_records} records",
              f"  log level {cfg.log_level}"]

@@ -55,6 +55,8 @@ class StorageConfig:
     max_records: int = 1_000_000
     max_size_mb: int = 1024
     read_batch: int = 1000
+    #: sqlite only: "power" (fsync per commit, survives a power cut) or "process" (survives a crash)
+    durability: str = "power"
 
 
 @dataclass(frozen=True, slots=True)
