@@ -16,7 +16,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bench.load import LoadResult
 from bench.report import RunResult
 from bench.scenarios import Scenario
-from bench.systems import GatewayServer, Mosquitto, RpcTargetServer, cpu_seconds, peak_rss_mb, scratch_dir, start_py_spy
+from bench.systems import (
+    GatewayServer,
+    Mosquitto,
+    RpcTargetServer,
+    cpu_seconds,
+    gateway_system,
+    peak_rss_mb,
+    scratch_dir,
+    start_py_spy,
+)
 
 TOPIC_RPC = "v1/gateway/rpc"
 RPC_METHOD = "echo"
@@ -258,9 +267,10 @@ def measure_rpc(run: RpcRun, system: str, scenario: Scenario, devices: int, pin:
     """Gateway ``system`` fresh, the target on the load CPUs, ``devices`` closed-loop RPC devices."""
     with scratch_dir(f"bench-rpc-{system}-") as workdir, scratch_dir("bench-rpc-target-") as target_dir:
         target = RpcTargetServer(target_dir, load_cpus)
-        server = GatewayServer(workdir, server_cpus, system.split("-", 1)[1], broker, scenario.mapping(),
+        storage, durability = gateway_system(system)
+        server = GatewayServer(workdir, server_cpus, storage, broker, scenario.mapping(),
                                run.gateway_threads, run.log_level, run.code_root, run.switch_interval,
-                               rest_extra=rpc_rest_extra(target.url, run.reply_timeout))
+                               rest_extra=rpc_rest_extra(target.url, run.reply_timeout), durability=durability)
         platform = RpcPlatform(broker.port, devices)
         try:
             target.start()

@@ -24,6 +24,7 @@ from bench.report import (  # noqa: E402
 from bench.rpc import RpcRun, measure_rpc  # noqa: E402
 from bench.scenarios import SCENARIOS, Scenario  # noqa: E402
 from bench.systems import (  # noqa: E402
+    DURABILITY_LEVELS,
     ROOT,
     CeilingServer,
     GatewayServer,
@@ -32,6 +33,8 @@ from bench.systems import (  # noqa: E402
     Server,
     cpu_seconds,
     describe,
+    gateway_system,
+    gateway_system_name,
     peak_rss_mb,
     scratch_dir,
     snapshot,
@@ -55,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "answered); rows with a rate are named rpc@RATE/s and have no ceiling")
     parser.add_argument("--scenarios", default="main", help=f"comma list of {', '.join(SCENARIOS)} or all")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of " + ", ".join(SYSTEMS))
+    parser.add_argument("--durability", default="power",
+                        help="comma list of storage.durability levels (power, process) for gateway-sqlite: each "
+                             "level is its own system, interleaved; power keeps the name gateway-sqlite, process "
+                             "runs as gateway-sqlite-process")
     parser.add_argument("--pin", choices=("on", "off", "both"), default="off",
                         help="on: server on CPU 0, load + broker + subscriber on CPU 1")
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
@@ -118,9 +125,10 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
         elif system == "ceiling":
             server = CeilingServer(workdir, server_cpus, args.ceiling_threads)
         else:
-            server = GatewayServer(workdir, server_cpus, system.split("-", 1)[1], broker, scenario.mapping(),
+            storage, durability = gateway_system(system)
+            server = GatewayServer(workdir, server_cpus, storage, broker, scenario.mapping(),
                                    args.gateway_threads, args.log_level, args.code_root,
-                                   args.switch_interval)
+                                   args.switch_interval, durability=durability)
         counter = DeliveryCounter(broker.port).start() if server.delivers else None
         try:
             server.start()
@@ -159,7 +167,7 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
 
 def _print_run(r: RunResult, drain_s: float) -> None:
     load, ratio, rpc = r.load, r.delivery_ratio, r.load.tool == "mqtt-rpc"
-    print(f"  {r.scenario:8} c={r.connections:<3} pin={'y' if r.pin else 'n'} rep={r.rep} {r.system:15} "
+    print(f"  {r.scenario:8} c={r.connections:<3} pin={'y' if r.pin else 'n'} rep={r.rep} {r.system:22} "
           f"{load.rps:9,.0f} {'RPCs' if rpc else 'req'}/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
           f"{'error replies' if rpc else 'non-2xx'} {load.non_2xx}  {'no reply' if rpc else 'err'} "
           f"{load.socket_errors}  cpu {r.cpu_pct:4.0f}%  rss {r.rss_mb:5.1f} MB"
@@ -179,6 +187,23 @@ def _plan(scenarios: list[Scenario], connections: list[int], rpc_devices: list[i
     return plan
 
 
+def expand_durability(systems: list[str], levels: list[str]) -> list[str]:
+    """The systems to run: gateway-sqlite once per durability level, in the order given."""
+    for system in systems:
+        if system not in SYSTEMS:
+            raise SystemExit(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}")
+    for level in levels:
+        if level not in DURABILITY_LEVELS:
+            raise SystemExit(f"unknown durability {level!r}; known: {', '.join(DURABILITY_LEVELS)}")
+    expanded: list[str] = []
+    for system in systems:
+        if system == "gateway-sqlite":
+            expanded += [gateway_system_name("sqlite", level) for level in levels]
+        else:
+            expanded.append(system)
+    return expanded
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenario_names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
@@ -186,10 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in SCENARIOS:
             raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     scenarios = [SCENARIOS[n] for n in scenario_names]
-    systems = args.systems.split(",")
-    for system in systems:
-        if system not in SYSTEMS:
-            raise SystemExit(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}")
+    systems = expand_durability(args.systems.split(","), args.durability.split(","))
     pins = {"on": [True], "off": [False], "both": [False, True]}[args.pin]
     if any(pins) and len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("--pin needs at least 2 CPUs")

@@ -192,6 +192,20 @@ class RpcTargetServer(Server):
         return f"http://127.0.0.1:{self.port}"
 
 
+DURABILITY_LEVELS = ("power", "process")
+
+
+def gateway_system(system: str) -> tuple[str, str]:
+    """(storage type, durability) of a system name: gateway-sqlite, gateway-sqlite-process, gateway-memory."""
+    storage, _, durability = system.removeprefix("gateway-").partition("-")
+    return storage, durability or "power"
+
+
+def gateway_system_name(storage: str, durability: str = "power") -> str:
+    """The system name of a gateway run; the default level keeps the plain name (comparable with old results)."""
+    return f"gateway-{storage}" if durability == "power" else f"gateway-{storage}-{durability}"
+
+
 class GatewayServer(Server):
     """``python -m gateway run`` on a generated gateway.yaml + rest.json, storage in its own folder."""
 
@@ -200,8 +214,8 @@ class GatewayServer(Server):
     def __init__(self, workdir: str, cpus: set[int] | None, storage: str, broker: Mosquitto,
                  mapping: dict[str, Any], threads: int | None, log_level: str = "INFO",
                  code_root: str = ROOT, switch_interval: float | None = None,
-                 rest_extra: dict[str, Any] | None = None) -> None:
-        self.name = f"gateway-{storage}"
+                 rest_extra: dict[str, Any] | None = None, durability: str = "power") -> None:
+        self.name = gateway_system_name(storage, durability)
         self.switch_interval = switch_interval
         super().__init__(workdir, cpus, code_root)
         rest: dict[str, Any] = {"host": "127.0.0.1", "port": str(self.port), "mapping": [mapping]}
@@ -211,6 +225,8 @@ class GatewayServer(Server):
         storage_cfg: dict[str, Any] = {"type": storage}
         if storage == "sqlite":
             storage_cfg["data_file_path"] = "./data/gateway.db"
+            if durability != "power":  # the default is left out, as users write it
+                storage_cfg["durability"] = durability
         general = {
             "logLevel": log_level,
             "thingsboard": {"host": "127.0.0.1", "port": broker.port, "qos": 1,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 from connectors.base import Connector
-from connectors.rest.connector import RestConnector
+from connectors.registry import ConnectorContext, connector_type
 from gateway.admin.app import AdminApp
 from gateway.admin.collector import exporter
 from gateway.admin.health import liveness, readiness
@@ -28,22 +28,18 @@ def config_secrets(loaded: LoadedConfig) -> Iterator[str]:
     """Every credential in the config, so logging can mask them."""
     tb = loaded.gateway.thingsboard
     yield from (tb.access_token, tb.password, loaded.gateway.admin.password)
-    for _, rest in loaded.connectors:
-        for mapping in rest.mappings:
-            yield from mapping.security.secrets()  # basic password, bearer tokens, hmac secret
-        for entry in (*rest.attribute_updates, *rest.server_side_rpc):
-            security = entry.get("security") or {}
-            if isinstance(security, dict) and isinstance(security.get("password"), str):
-                yield security["password"]
-        if rest.device_api is not None:
-            yield from rest.device_api.secrets()
+    for entry, config in loaded.connectors:
+        kind = connector_type(entry.type)
+        if kind is not None:
+            yield from kind.secrets(config)
 
 
 def config_token_paths(loaded: LoadedConfig) -> Iterator[str]:
     """URL prefixes followed by a device token (each device API's base path), masked in logs."""
-    for _, rest in loaded.connectors:
-        if rest.device_api is not None and rest.device_api.enabled:
-            yield rest.device_api.base_path
+    for _, config in loaded.connectors:
+        device_api = getattr(config, "device_api", None)  # connectors with a token-in-path device API
+        if device_api is not None and device_api.enabled:
+            yield device_api.base_path
 
 
 class Daemon:
@@ -62,16 +58,19 @@ class Daemon:
                                      dead_letter_path=dead_letter, read_batch=cfg.storage.read_batch)
         self.uplink = GatewayUplink(self.storage, self.northbound, rate_limit=cfg.storage.rate_limit)
         extension_paths = [*cfg.extension_paths, BUNDLED_EXTENSIONS]
-        # provisioned devices of the device API live beside the event storage (device-api.db)
+        # state a connector keeps across restarts (the device API's device-api.db) lives beside the
+        # event storage; with several connectors, each gets a folder named after it
         state_dir = os.path.dirname(os.path.abspath(cfg.storage.data_file_path))
-        self.connectors: list[Connector] = [
-            RestConnector(entry.name, rest, self.uplink, extension_paths,
-                          logging.getLogger(f"connectors.rest.{entry.name}"),
-                          state_dir=state_dir if len(loaded.connectors) == 1 else
-                          os.path.join(state_dir, re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name)),
-                          metrics=cfg.admin.enabled)
-            for entry, rest in loaded.connectors
-        ]
+        self.connectors: list[Connector] = []
+        for entry, config in loaded.connectors:
+            kind = connector_type(entry.type)
+            if kind is None:  # load_config reported it; only a caller bypassing it gets here
+                raise ValueError(f"unknown connector type {entry.type!r}")
+            own_dir = state_dir if len(loaded.connectors) == 1 else \
+                os.path.join(state_dir, re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name))
+            self.connectors.append(kind.create(ConnectorContext(
+                entry.name, config, self.uplink, extension_paths,
+                logging.getLogger(f"connectors.{entry.type}.{entry.name}"), own_dir, metrics=cfg.admin.enabled)))
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
         self._started: list[Connector] = []
         self.admin = self._admin_server() if cfg.admin.enabled else None

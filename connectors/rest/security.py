@@ -6,19 +6,16 @@ or the :class:`Refusal` to send.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
 from typing import NamedTuple, Protocol
 
 from werkzeug.datastructures import Headers
 
 from connectors.rest.model import Security
+from gateway.credentials import NEVER, BasicCredentials, digest
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="rest-gateway", charset="UTF-8"'}
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rest-gateway"'}
-_NEVER = b"\x00invalid"
 
 
 class Refusal(NamedTuple):
@@ -56,28 +53,15 @@ def endpoint_authenticator(security: Security) -> Authenticator | None:
     return None
 
 
-class BasicAuthenticator:
-    """Checks an ``Authorization`` header against one endpoint's basic credentials.
+class BasicAuthenticator(BasicCredentials):
+    """Checks an ``Authorization`` header against one endpoint's basic credentials, in constant time
+    (see :class:`gateway.credentials.BasicCredentials`)."""
 
-    Both the username and the password are always compared, through SHA-256 digests with
-    ``hmac.compare_digest``, so a wrong password and an unknown user take the same path and
-    the same time whatever their lengths. Malformed headers and other schemes are rejected,
-    never raised.
-    """
-
-    __slots__ = ("_user_digest", "_password_digest")
+    __slots__ = ()
     needs_body = False
 
     def __init__(self, security: Security) -> None:
-        self._user_digest = _digest(security.username.encode("utf-8"))
-        self._password_digest = _digest(security.password.encode("utf-8"))
-
-    def check(self, authorization: str | None) -> bool:
-        """True when ``authorization`` carries this endpoint's username and password."""
-        username, password = _parse_basic(authorization)
-        user_ok = hmac.compare_digest(_digest(username), self._user_digest)
-        password_ok = hmac.compare_digest(_digest(password), self._password_digest)
-        return user_ok & password_ok & (authorization is not None)
+        super().__init__(security.username, security.password)
 
     def refuse(self, headers: Headers, body: bytes) -> Refusal | None:
         if self.check(headers.get("Authorization")):
@@ -98,14 +82,14 @@ class BearerAuthenticator:
     needs_body = False
 
     def __init__(self, security: Security) -> None:
-        self._digests = tuple(_digest(token.encode("utf-8")) for token in security.tokens)
+        self._digests = tuple(digest(token.encode("utf-8")) for token in security.tokens)
 
     def check(self, authorization: str | None) -> bool:
         """True when ``authorization`` carries one of this endpoint's tokens."""
-        presented = _digest(_parse_bearer(authorization))
+        presented = digest(_parse_bearer(authorization))
         matched = False
-        for digest in self._digests:
-            matched |= hmac.compare_digest(presented, digest)
+        for expected in self._digests:
+            matched |= hmac.compare_digest(presented, expected)
         return matched
 
     def refuse(self, headers: Headers, body: bytes) -> Refusal | None:
@@ -116,37 +100,15 @@ class BearerAuthenticator:
         return Refusal(401, f"authentication required: {what} Bearer token", BEARER_CHALLENGE)
 
 
-def _digest(value: bytes) -> bytes:
-    return hashlib.sha256(value).digest()
-
-
-def _parse_basic(header: str | None) -> tuple[bytes, bytes]:
-    """The (username, password) of a Basic header; a value that never matches when malformed."""
-    never = (_NEVER, _NEVER)
-    if not header:
-        return never
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not token:
-        return never
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return never
-    username, sep, password = decoded.partition(b":")
-    if not sep:
-        return never
-    return username, password
-
-
 def _parse_bearer(header: str | None) -> bytes:
     """The token of a Bearer header (RFC 6750: one token, no blanks inside); a never-matching value else."""
     if not header:
-        return _NEVER
+        return NEVER
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or any(c.isspace() for c in token):
-        return _NEVER
+        return NEVER
     try:
         return token.encode("ascii")
     except UnicodeEncodeError:
-        return _NEVER
+        return NEVER

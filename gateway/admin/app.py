@@ -12,9 +12,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from connectors.rest.model import Security
-from connectors.rest.security import BasicAuthenticator
 from gateway.config.model import AdminConfig
+from gateway.credentials import BasicCredentials
 
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 Answer = tuple[int, str, bytes]
@@ -37,7 +36,7 @@ class AdminApp:
     def __init__(self, config: AdminConfig, metrics: Callable[[], bytes], liveness: Probe, readiness: Probe,
                  status_page: Callable[[], str] | None, logger: logging.Logger) -> None:
         self.log = logger
-        self._auth = (BasicAuthenticator(Security("basic", config.username, config.password))
+        self._auth = (BasicCredentials(config.username, config.password)
                       if config.username else None)
         self._routes: dict[str, tuple[bool, Callable[[], Answer]]] = {
             "/metrics": (True, lambda: (200, PROMETHEUS_TYPE, metrics())),

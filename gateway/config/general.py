@@ -24,6 +24,7 @@ from gateway.rate_limit import read_rate_limit
 SCHEMA_FILE = schema_path(__file__, "general_schema.json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STORAGE_TYPES = ("sqlite", "memory")
+DURABILITY_LEVELS = ("power", "process")
 ENV_HOST, ENV_PORT, ENV_TOKEN = "TB_GW_HOST", "TB_GW_PORT", "TB_GW_ACCESS_TOKEN"
 PLACEHOLDER_TOKEN = "YOUR_GATEWAY_ACCESS_TOKEN"
 _TB, _STORAGE = ThingsBoardConfig(), StorageConfig()
@@ -211,7 +212,24 @@ def _storage(data: dict, file: str, problems: Problems) -> StorageConfig:
         read_batch=_get(data, "read_records_count", int,
                         _get(data, "max_read_records_count", int, _STORAGE.read_batch)),
         rate_limit=read_rate_limit(data.get("rateLimit"), "/storage/rateLimit", problems, ("endpoint",)),
+        durability=_durability(data, kind, problems),
     )
+
+
+def _durability(data: dict, kind: str, problems: Problems) -> str:
+    """``storage.durability``: what a 200 survives. Memory storage survives nothing, so any level is an error."""
+    value = data.get("durability")
+    if value is None:
+        return _STORAGE.durability
+    level = value if isinstance(value, str) else ""
+    if level not in DURABILITY_LEVELS:
+        return _STORAGE.durability  # the schema has reported it
+    if kind == "memory":
+        problems.error("/storage/durability", f"durability {level!r} cannot be given by memory storage: its "
+                       "events are lost when the process ends, however it ends",
+                       "no durability key with type memory, or type sqlite for a 200 that survives "
+                       "a crash (process) or a power cut (power)")
+    return level
 
 
 def connector_entries(data: Any, file: str, problems: Problems) -> list[tuple[str, ConnectorEntry]]:

@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.rest.config import read_rest_config
+from connectors.registry import connector_type, known_types, load_failures
 from gateway.config.document import Problems, read_document
 from gateway.config.errors import ConfigError, ConfigProblem
 from gateway.config.general import connector_entries, read_general
 from gateway.config.locate import join
 from gateway.config.model import ConnectorEntry, GatewayConfig
 
-# connector type → reader(path, extension_paths) → (config or None, problems)
-ConnectorReader = Callable[[str, Sequence[str]], tuple[Any, Problems]]
-CONNECTOR_READERS: dict[str, ConnectorReader] = {"rest": read_rest_config}
 # searched for custom converters after the configured extensionPaths (as the daemon does)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUNDLED_EXTENSIONS = os.path.join(_ROOT, "extensions")
@@ -60,15 +57,14 @@ def read_all(path: str, env: Mapping[str, str] | None = None) -> ConfigReport:
     entries = connector_entries(document.data, document.path, Problems(document.path))
     extension_paths = [*(gateway.extension_paths if gateway else ()), BUNDLED_EXTENSIONS]
     for pointer, entry in entries:
-        reader = CONNECTOR_READERS.get(entry.type)
-        if reader is None:
-            general.error(join(pointer, "type"), f"unknown connector type {entry.type!r}",
-                          "one of " + ", ".join(sorted(CONNECTOR_READERS)))
+        kind = connector_type(entry.type)
+        if kind is None:
+            _unknown_type(general, join(pointer, "type"), entry.type)
             continue
-        config, problems = reader(entry.configuration, extension_paths)
+        config, problems = kind.read_config(entry.configuration, extension_paths)
         report.files.append(problems)
         if config is not None:
-            report.formats[entry.configuration] = _format_name(config)
+            report.formats[entry.configuration] = kind.describe(config)
             report.connectors.append((entry, config))
     if gateway is not None:
         _check_admin_port(gateway, report.connectors, general)
@@ -101,7 +97,12 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> LoadedConfig
     return LoadedConfig(report.gateway, report.connectors, report.warnings)
 
 
-def _format_name(config: Any) -> str:
-    from connectors.rest.config import FORMAT_NAMES
-
-    return FORMAT_NAMES.get(getattr(config, "format", ""), "connector config")
+def _unknown_type(problems: Problems, pointer: str, name: str) -> None:
+    known = "one of " + ", ".join(known_types())
+    failure = load_failures().get(name)
+    if failure is not None:  # a plugin claims the name but could not be used
+        problems.error(pointer, f"connector type {name!r} is not available: {failure}",
+                       f"fix or reinstall the package that provides it, or use {known}")
+    else:
+        problems.error(pointer, f"unknown connector type {name!r}",
+                       f"{known} (other types come from installed plugins, see docs/connectors.md)")

@@ -58,6 +58,8 @@ class StorageConfig:
     max_size_mb: int = 1024
     read_batch: int = 1000
     rate_limit: RequestRateLimit | None = None  # requests accepted into storage, across all endpoints
+    #: sqlite only: "power" (fsync per commit, survives a power cut) or "process" (survives a crash)
+    durability: str = "power"
 
 
 @dataclass(frozen=True, slots=True)

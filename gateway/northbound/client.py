@@ -22,9 +22,9 @@ from gateway.northbound.inbound import (
     parse_inbound,
 )
 from gateway.northbound.known_devices import KnownDevices
-from gateway.northbound.limits import RateLimiter, SessionLimits, parse_session_limits
+from gateway.northbound.limits import parse_session_limits
 from gateway.northbound.own_calls import OwnCalls
-from gateway.northbound.packing import DeadLetter, Packer, Publish, encode, rpc_reply_publish
+from gateway.northbound.packing import DeadLetter, Publish, encode, rpc_reply_publish
 from gateway.northbound.sender import Sender
 from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
 from gateway.stats import Histogram
@@ -32,7 +32,6 @@ from gateway.storage.base import EventStorage
 
 #: RPC replies kept while ThingsBoard is unreachable (the oldest are dropped beyond this)
 MAX_PENDING_RPC_REPLIES = 1000
-DEFAULT_MAX_INFLIGHT = 100
 CONNACK_TIMEOUT = 10.0
 #: CONNACK codes that mean the credentials are wrong (MQTT 5 values; paho maps 3.1.1's 4/5 to 0x86/0x87)
 CREDENTIAL_REFUSALS = frozenset({2, 4, 5, 0x85, 0x86, 0x87, 0x8C})
@@ -60,10 +59,8 @@ class Northbound:
         self.log = logger or logging.getLogger("rest_gateway.northbound")
         self.dead_letter_path = dead_letter_path
         self.dead_letters = DeadLetterFile(dead_letter_path, self.log)
-        self.read_batch = read_batch
         if linger_ms is None:
             linger_ms = getattr(config, "send_linger_ms", DEFAULT_SEND_LINGER_MS)
-        self.linger = max(float(linger_ms), 0.0) / 1000.0  # seconds; 0 = publish at once
         self.address = f"{config.host}:{config.port}"
         self._handler: DownlinkHandler | None = None
         self._stop = threading.Event()
@@ -76,14 +73,9 @@ class Northbound:
         self._rpc_out: deque[Publish] = deque()
         self._echo = EchoFilter()
         self._own = OwnCalls(self._queue_out, self._withdraw, self._on_session_limits, self.log)
-        self.pending_limits: SessionLimits | None = None
-        self.session_limits: SessionLimits | None = None
-        self.limiter = RateLimiter.from_config(config.rate_limits.messages_per_second,
-                                               config.rate_limits.datapoints_per_second)
-        self.packer = Packer(config.max_payload_bytes, self.limiter.max_datapoints_per_message())
-        self.max_inflight = DEFAULT_MAX_INFLIGHT
-        self.sender_idle = False  # the sender waits for PUBACKs with nothing new to send
-        self.max_sent_id = 0  # highest event id ever published (to count re-sent duplicates)
+        # owned for the client's whole life; it sees this object only as a SenderHost
+        self.sender = Sender(config, storage, self.known, self, self.log, read_batch=read_batch,
+                             linger=max(float(linger_ms), 0.0) / 1000.0)
         self._attr_pool: ThreadPoolExecutor | None = None
         self._rpc_pool: ThreadPoolExecutor | None = None
         self.counters = {"published": 0, "acked": 0, "rejected": 0, "dead_lettered": 0, "reconnects": 0,
@@ -172,7 +164,7 @@ class Northbound:
         Without this, an event stored while earlier publishes await their PUBACK would wait for
         that PUBACK (a slow ThingsBoard: up to 50 ms) and then share a publish with later ones.
         """
-        if self.sender_idle:
+        if self.sender.idle:
             self._wake_sender()
 
     def _wake_sender(self) -> None:
@@ -203,12 +195,18 @@ class Northbound:
             stats["known_devices"] = len(self.known)
         stats["connected"] = self.connected
         stats["address"] = self.address
-        stats["max_payload_bytes"] = self.packer.max_packet_bytes
-        stats["max_inflight"] = self.max_inflight
-        stats["session_limits_received"] = self.session_limits is not None
+        sender = self.sender
+        stats["max_payload_bytes"] = sender.packer.max_packet_bytes
+        stats["max_inflight"] = sender.max_inflight
+        stats["session_limits_received"] = sender.session_limits is not None
         return stats
 
-    # ------------------------------------------------------------------ used by the sender
+    @property
+    def linger(self) -> float:
+        """Seconds the sender may wait, under load, for more events to share a publish (0: never)."""
+        return self.sender.linger
+
+    # ------------------------------------------------------------------ SenderHost: used by the sender
 
     def count(self, key: str, amount: int = 1) -> None:
         with self._lock:
@@ -230,21 +228,6 @@ class Northbound:
         if letters:
             self.count("dead_lettered", len(letters))
             self.dead_letters.write(letters)
-
-    def apply_pending_limits(self) -> None:
-        """Switch to ThingsBoard's limits (80 % of them) once its getSessionLimits answer arrived."""
-        limits, self.pending_limits = self.pending_limits, None
-        if limits is None:
-            return
-        self.session_limits = limits
-        self.limiter = limits.limiter()
-        max_payload = self.config.max_payload_bytes
-        if limits.max_payload_size:
-            max_payload = min(max_payload, limits.max_payload_size)
-        self.packer = Packer(max_payload, self.limiter.max_datapoints_per_message())
-        self.max_inflight = limits.max_inflight_messages or DEFAULT_MAX_INFLIGHT
-        self.log.info("ThingsBoard session limits applied: max payload %d bytes, max in flight %d, "
-                      "rate limits %s", max_payload, self.max_inflight, self.limiter.description)
 
     # ------------------------------------------------------------------ connection management
 
@@ -296,7 +279,7 @@ class Northbound:
             first, outage_since = False, None
             said.clear()
             try:
-                Sender(self, session).run(self._stop, lambda: self._stop_deadline)
+                self.sender.run(session, self._stop, lambda: self._stop_deadline)
             finally:
                 self._ready = False
                 session.close()
@@ -316,7 +299,7 @@ class Northbound:
     def _on_session_limits(self, data: Any) -> None:
         """ThingsBoard answered getSessionLimits: the sender applies the limits before its next publish."""
         try:
-            self.pending_limits = parse_session_limits(data)
+            self.sender.pending_limits = parse_session_limits(data)
         except ValueError as exc:
             self.log.warning("ThingsBoard's getSessionLimits answer is unusable: %s", exc)
 

@@ -1,22 +1,68 @@
-"""The storage→MQTT loop for one session: windowed QoS 1 publishing, PUBACK tracking, in-order removal."""
+"""The storage→MQTT loop: windowed QoS 1 publishing, PUBACK tracking, in-order removal.
+
+The sender knows its MQTT connection only through :class:`Session` and the client that owns it
+only through :class:`SenderHost` (both small Protocols), so it can be read and tested alone. One
+:class:`Sender` lives as long as its client; :meth:`Sender.run` drains storage into one session.
+"""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from gateway.northbound.packing import DeadLetter, Publish, connect_publish
-from gateway.northbound.session import RETRYABLE_REASONS, MqttSession, SessionLost
-from gateway.storage.base import StoredEvent
-
-if TYPE_CHECKING:
-    from gateway.northbound.client import Northbound
+from gateway.config.model import ThingsBoardConfig
+from gateway.northbound.known_devices import KnownDevices
+from gateway.northbound.limits import RateLimiter, SessionLimits
+from gateway.northbound.packing import DeadLetter, Packer, Publish, connect_publish
+from gateway.northbound.session import RETRYABLE_REASONS, SessionLost
+from gateway.storage.base import EventStorage, StoredEvent
 
 #: polling step while idle or waiting (bounds RPC-reply latency and stop reaction time)
 IDLE_WAIT = 0.05
 REANNOUNCE_PER_ROUND = 200
+DEFAULT_MAX_INFLIGHT = 100
+
+
+class Session(Protocol):
+    """What the sender uses of one MQTT connection (:class:`gateway.northbound.session.MqttSession`)."""
+
+    @property
+    def lost(self) -> str | None:
+        """Why the connection ended, or None while it is up."""
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        """Queue one publish and return its message id; raise SessionLost when not connected."""
+
+    def take_acks(self) -> dict[int, int]:
+        """PUBACKs received since the last call: message id → reason code (0 = success)."""
+
+    def wait(self, timeout: float) -> None:
+        """Block until a PUBACK arrives, the connection ends, something wakes it, or ``timeout`` passes."""
+
+
+class SenderHost(Protocol):
+    """What the sender uses of the client that owns it (:class:`gateway.northbound.client.Northbound`)."""
+
+    def take_rpc_replies(self) -> list[Publish]:
+        """Queued publishes (RPC replies, claims, own calls) to send before stored events."""
+
+    def remember_own(self, publish: Publish) -> None:
+        """Called just before ``publish`` goes out (to recognise the broker echoing it back)."""
+
+    def dead_letter(self, letters: list[DeadLetter]) -> None:
+        """Move undeliverable data aside."""
+
+    #: monotonic time the sender last went round its loop (liveness), seconds publishes waited for the
+    #: rate limits, and the publish-to-PUBACK latency histogram: written by the sender thread only
+    heartbeat: float
+    rate_limit_wait: float
+    puback_latency: Any
+
+    def count(self, key: str, amount: int = 1) -> None:
+        """Add ``amount`` to the counter ``key`` (published, acked, rejected, events_sent...)."""
 
 
 class _Resend(Exception):
@@ -24,31 +70,78 @@ class _Resend(Exception):
 
 
 class Sender:
-    """Drains storage into one :class:`MqttSession`; returns when stopping or the session is lost.
+    """Drains storage into a :class:`Session`; :meth:`run` returns when stopping or the session is lost.
 
     In-flight publishes are kept in send order; storage is trimmed only through the ``through_id`` of
     the longest fully acknowledged prefix, so an event leaves storage after all its publishes are acked.
+    Packing, rate limits and the in-flight window outlive sessions (ThingsBoard's session limits apply
+    from their answer on); the window itself, announcements and the read position are per session.
     """
 
-    def __init__(self, northbound: Northbound, session: MqttSession) -> None:
-        self.nb = northbound
-        self.session = session
+    def __init__(self, config: ThingsBoardConfig, storage: EventStorage, known: KnownDevices, host: SenderHost,
+                 logger: logging.Logger, read_batch: int = 1000, linger: float = 0.0) -> None:
+        self.config = config
+        self.storage = storage
+        self.known = known
+        self.log = logger
+        self.read_batch = read_batch
+        self.linger = linger  # seconds; 0 = publish at once
+        self._take_rpc_replies = host.take_rpc_replies
+        self._remember_own = host.remember_own
+        self._dead_letter = host.dead_letter
+        self._count = host.count
+        self._host = host  # also keeps the sender's health and latency figures (heartbeat, PUBACK latency)
+        self.limiter = RateLimiter.from_config(config.rate_limits.messages_per_second,
+                                               config.rate_limits.datapoints_per_second)
+        self.packer = Packer(config.max_payload_bytes, self.limiter.max_datapoints_per_message())
+        self.max_inflight = DEFAULT_MAX_INFLIGHT
+        self.pending_limits: SessionLimits | None = None  # set by any thread, applied between rounds
+        self.session_limits: SessionLimits | None = None
+        self.idle = False  # waits for PUBACKs with nothing new to send (the client then wakes the session)
+        self.max_sent_id = 0  # highest event id ever published (to count re-sent duplicates)
+        self.session: Session  # set by run()
+        self._reset_window()
+
+    def _reset_window(self) -> None:
+        """The per-session state of a new session: nothing in flight or announced, read from storage's head."""
         self.inflight: deque[tuple[int | None, Publish]] = deque()
         self.acked: dict[int, int] = {}
         self.waiting: set[int] = set()  # message ids of our in-flight publishes
         self.sent_at: dict[int, float] = {}  # message id -> monotonic time published (PUBACK latency)
         self.last_sent: int | None = None  # last event id published in this session
         self.announced: set[str] = set()
-        self.reannounce: deque[tuple[str, str]] = deque(northbound.known.to_reannounce())
-        self.retry_delay = northbound.config.min_reconnect_delay
+        self.reannounce: deque[tuple[str, str]] = deque()
+        self.retry_delay = self.config.min_reconnect_delay
         self.last_publish = float("-inf")  # monotonic time of the last stored-event publish (for lingering)
         self.last_batch = 0  # events in the last batch published (for lingering)
 
+    def apply_pending_limits(self) -> None:
+        """Switch to ThingsBoard's limits (80 % of them) once its getSessionLimits answer arrived."""
+        limits, self.pending_limits = self.pending_limits, None
+        if limits is None:
+            return
+        self.session_limits = limits
+        self.limiter = limits.limiter()
+        max_payload = self.config.max_payload_bytes
+        if limits.max_payload_size:
+            max_payload = min(max_payload, limits.max_payload_size)
+        self.packer = Packer(max_payload, self.limiter.max_datapoints_per_message())
+        self.max_inflight = limits.max_inflight_messages or DEFAULT_MAX_INFLIGHT
+        self.log.info("ThingsBoard session limits applied: max payload %d bytes, max in flight %d, "
+                      "rate limits %s", max_payload, self.max_inflight, self.limiter.description)
+
     # ---------------------------------------------------------------- main loop
 
-    def run(self, stop: threading.Event, deadline: Callable[[], float]) -> None:
+    def run(self, session: Session, stop: threading.Event, deadline: Callable[[], float]) -> None:
+        """Drain storage into ``session`` until ``stop`` is set or the session is lost.
+
+        On stop, in-flight PUBACKs are awaited until ``deadline()`` (a monotonic time).
+        """
+        self.session = session
+        self._reset_window()
+        self.reannounce.extend(self.known.to_reannounce())
         try:
-            while not stop.is_set() and self.session.lost is None:
+            while not stop.is_set() and session.lost is None:
                 try:
                     self._round(stop)
                 except _Resend:
@@ -59,30 +152,29 @@ class Sender:
             self._finish(stop, deadline)
 
     def _round(self, stop: threading.Event) -> None:
-        nb = self.nb
-        nb.heartbeat = time.monotonic()
-        nb.apply_pending_limits()
+        self._host.heartbeat = time.monotonic()
+        self.apply_pending_limits()
         self._settle()
-        for reply in nb.take_rpc_replies():
-            self._send(reply, stop, qos=nb.config.qos)
-        while self.reannounce and len(self.inflight) < nb.max_inflight:
+        for reply in self._take_rpc_replies():
+            self._send(reply, stop, qos=self.config.qos)
+        while self.reannounce and len(self.inflight) < self.max_inflight:
             name, device_type = self.reannounce.popleft()
             if name not in self.announced:
                 self.announced.add(name)
                 self._send(connect_publish(name, device_type), stop)
         # past what this session sent and awaits PUBACKs for: the in-flight window, not read_batch,
         # bounds what is outstanding
-        events = nb.storage.peek_after(self.last_sent or 0, nb.read_batch)
+        events = self.storage.peek_after(self.last_sent or 0, self.read_batch)
         if not events:
-            # until a PUBACK, an RPC reply or claim to send, stop, or (Northbound.notify_stored) a new
+            # until a PUBACK, an RPC reply or claim to send, stop, or (the host's notify_stored) a new
             # event: all of them wake the session. Waiting on the storage instead would leave an RPC
             # reply queued while nothing else happens for up to IDLE_WAIT (measured: p50 25 ms).
-            nb.sender_idle = True
+            self.idle = True
             try:
-                if not nb.storage.peek_after(self.last_sent or 0, 1):  # stored before the flag was up
+                if not self.storage.peek_after(self.last_sent or 0, 1):  # stored before the flag was up
                     self.session.wait(IDLE_WAIT)
             finally:
-                nb.sender_idle = False
+                self.idle = False
             return
         linger = self._linger_time(events)
         if linger > 0:
@@ -90,13 +182,13 @@ class Sender:
             # the session); the next round settles, sends replies first, then reads a fuller batch
             self.session.wait(linger)
             return
-        result = nb.packer.pack([(e.id, e.payload) for e in events], self.announced, nb.known.remember)
-        nb.dead_letter(result.dead_letters)
+        result = self.packer.pack([(e.id, e.payload) for e in events], self.announced, self.known.remember)
+        self._dead_letter(result.dead_letters)
         if result.ready_through is not None:
             self.inflight.append((None, Publish("", b"", through_id=result.ready_through)))
-        duplicates = sum(1 for e in events if e.id <= nb.max_sent_id)
+        duplicates = sum(1 for e in events if e.id <= self.max_sent_id)
         if duplicates:
-            nb.count("duplicates_resent", duplicates)
+            self._count("duplicates_resent", duplicates)
         for publish in result.publishes:
             if stop.is_set():
                 return  # the rest of this batch stays in storage
@@ -105,27 +197,26 @@ class Sender:
         self.last_publish = time.monotonic()
         self.last_batch = len(events)
         if result.last_id is not None:
-            nb.count("events_sent", len(events))
-            nb.max_sent_id = max(nb.max_sent_id, result.last_id)
+            self._count("events_sent", len(events))
+            self.max_sent_id = max(self.max_sent_id, result.last_id)
 
     def _linger_time(self, events: list[StoredEvent]) -> float:
         """How long to wait for more events before packing ``events`` (0: publish now).
 
         Under load (this batch or the last one published holds several events), publishes of stored
-        events are kept at least ``nb.linger`` apart while the batch would not fill a publish: many
+        events are kept at least ``linger`` apart while the batch would not fill a publish: many
         events then share one publish (fewer publishes, PUBACKs and trims). A lone event after a
         lone event (a quiet client) goes out at once, and so does anything when the last publish is
         older than the linger.
         """
-        nb = self.nb
-        if nb.linger <= 0 or len(events) >= nb.read_batch:
+        if self.linger <= 0 or len(events) >= self.read_batch:
             return 0.0
         if len(events) < 2 and self.last_batch < 2:
             return 0.0
-        wait = self.last_publish + nb.linger - time.monotonic()
+        wait = self.last_publish + self.linger - time.monotonic()
         if wait <= 0:
             return 0.0
-        half = nb.packer.max_packet_bytes // 2
+        half = self.packer.max_packet_bytes // 2
         size = 0
         for event in events:
             size += len(event.payload)
@@ -136,23 +227,22 @@ class Sender:
     # ---------------------------------------------------------------- publishing
 
     def _send(self, publish: Publish, stop: threading.Event, qos: int = 1) -> None:
-        nb = self.nb
-        while len(self.inflight) >= nb.max_inflight:
-            nb.heartbeat = time.monotonic()
+        while len(self.inflight) >= self.max_inflight:
+            self._host.heartbeat = time.monotonic()
             self._settle()
-            if len(self.inflight) < nb.max_inflight:
+            if len(self.inflight) < self.max_inflight:
                 break
             self._check_alive()
             self.session.wait(IDLE_WAIT)
         limited_since = None
         while True:
-            wait = nb.limiter.wait_time(publish.telemetry, publish.datapoints)
+            wait = self.limiter.wait_time(publish.telemetry, publish.datapoints)
             if wait <= 0:
                 break
             if limited_since is None:
                 limited_since = time.monotonic()
-                nb.count("rate_limited")
-            nb.heartbeat = time.monotonic()
+                self._count("rate_limited")
+            self._host.heartbeat = time.monotonic()
             self._settle()
             if stop.wait(min(wait, IDLE_WAIT)) or self.session.lost is not None:
                 self._check_alive()
@@ -160,11 +250,11 @@ class Sender:
                     return
         now = time.monotonic()
         if limited_since is not None:
-            nb.rate_limit_wait += now - limited_since
-        nb.remember_own(publish)
+            self._host.rate_limit_wait += now - limited_since
+        self._remember_own(publish)
         mid = self.session.publish(publish.topic, publish.payload, qos)
-        nb.limiter.take(publish.telemetry, publish.datapoints)
-        nb.count("published")
+        self.limiter.take(publish.telemetry, publish.datapoints)
+        self._count("published")
         if qos > 0:
             self.inflight.append((mid, publish))
             self.waiting.add(mid)
@@ -184,7 +274,7 @@ class Sender:
         if not acks:
             return
         now = time.monotonic()
-        latency = self.nb.puback_latency
+        latency = self._host.puback_latency
         for mid, reason in acks.items():
             if mid in self.waiting:
                 self.acked[mid] = reason
@@ -206,29 +296,29 @@ class Sender:
                     break
                 reason = acked[mid]
                 if reason >= 0x80:
-                    self.nb.count("rejected")
+                    self._count("rejected")
                     if reason in RETRYABLE_REASONS:
-                        self.nb.log.warning("ThingsBoard rejected a publish on %s with reason 0x%02X; "
+                        self.log.warning("ThingsBoard rejected a publish on %s with reason 0x%02X; "
                                             "will retry", publish.topic, reason)
                         resend = True
                         break
-                    self.nb.log.error("ThingsBoard rejected a publish on %s with reason 0x%02X; it can "
+                    self.log.error("ThingsBoard rejected a publish on %s with reason 0x%02X; it can "
                                       "never succeed and is moved aside", publish.topic, reason)
                     why = f"rejected by ThingsBoard: reason 0x{reason:02X}"
                     dead.append(DeadLetter(publish.first_id, why, {"topic": publish.topic,
                                             "payload": publish.payload.decode("utf-8", "replace")}))
                 else:
-                    self.nb.count("acked")
-                    self.retry_delay = self.nb.config.min_reconnect_delay
+                    self._count("acked")
+                    self.retry_delay = self.config.min_reconnect_delay
                 del acked[mid]
                 self.waiting.discard(mid)
             inflight.popleft()
             if publish.through_id is not None:
                 through = publish.through_id
-        self.nb.dead_letter(dead)
+        self._dead_letter(dead)
         if through is not None:
-            self.nb.storage.remove_through(through)
-            self.nb.count("storage_trims")
+            self.storage.remove_through(through)
+            self._count("storage_trims")
         if resend:
             raise _Resend()
 
@@ -248,7 +338,7 @@ class Sender:
         self.last_sent = None
         self.announced.clear()
         stop.wait(self.retry_delay)
-        self.retry_delay = min(self.retry_delay * 2, self.nb.config.max_reconnect_delay)
+        self.retry_delay = min(self.retry_delay * 2, self.config.max_reconnect_delay)
 
     def _finish(self, stop: threading.Event, deadline: Callable[[], float]) -> None:
         """On stop: wait (until the deadline) for in-flight PUBACKs and trim storage for what was acked."""

@@ -28,5 +28,5 @@ def create_storage(config: StorageConfig) -> EventStorage:
             raise StorageFailure(
                 f"cannot create the folder {folder} for event storage {config.data_file_path}: "
                 f"{exc.strerror or exc}") from exc
-        return SqliteStorage(config.data_file_path, limits)
+        return SqliteStorage(config.data_file_path, limits, durability=config.durability)
     raise ValueError(f"unknown storage type {config.type!r}; expected one of {', '.join(STORAGE_TYPES)}")

@@ -121,8 +121,21 @@ def test_broker_restarted_every_2s_5_times_under_load(make_daemon, broker, mqtt_
     assert_all_delivered_in_order(mqtt_subscriber, acked)
 
 
-def test_sigkill_under_load_then_restart(make_daemon, broker, mqtt_subscriber):
-    gw = make_daemon(json_mapping(CONVERTER))
+def sqlite_storage(durability: str | None) -> dict:
+    """The daemon's storage section; None leaves durability out (the default, "power")."""
+    storage = {"type": "sqlite", "data_file_path": "./data/gateway.db"}
+    if durability is not None:
+        storage["durability"] = durability
+    return storage
+
+
+# "process" (synchronous=NORMAL) promises exactly this: a 200 survives the daemon being killed
+DURABILITY = pytest.mark.parametrize("durability", [None, "process"], ids=["power", "process"])
+
+
+@DURABILITY
+def test_sigkill_under_load_then_restart(make_daemon, broker, mqtt_subscriber, durability):
+    gw = make_daemon(json_mapping(CONVERTER), storage=sqlite_storage(durability))
     acked: list = []
     stop, threads = load(gw.url("/data"), 4, acked)
     time.sleep(2.0)
@@ -134,8 +147,9 @@ def test_sigkill_under_load_then_restart(make_daemon, broker, mqtt_subscriber):
     assert_all_delivered_in_order(mqtt_subscriber, acked)
 
 
-def test_sigkill_with_everything_still_queued(make_daemon, broker, mqtt_subscriber):
-    gw = make_daemon(json_mapping(CONVERTER))
+@DURABILITY
+def test_sigkill_with_everything_still_queued(make_daemon, broker, mqtt_subscriber, durability):
+    gw = make_daemon(json_mapping(CONVERTER), storage=sqlite_storage(durability))
     broker.stop()  # nothing can leave, so everything acknowledged sits in storage at the kill
     acked: list = []
     post_many(gw.url("/data"), "k1", 50, acked)

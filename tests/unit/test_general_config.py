@@ -109,6 +109,25 @@ def test_rate_limits_object(tmp_path: Path) -> None:
     assert (limits.messages_per_second, limits.datapoints_per_second) == (20.0, 400.0)
 
 
+def test_storage_durability_defaults_to_power_and_is_validated(tmp_path: Path) -> None:
+    assert load_config(write_set(tmp_path / "d", GENERAL), env={}).gateway.storage.durability == "power"
+    general = {**GENERAL, "storage": {**GENERAL["storage"], "durability": "process"}}
+    assert load_config(write_set(tmp_path / "p", general), env={}).gateway.storage.durability == "process"
+    general = {**GENERAL, "storage": {**GENERAL["storage"], "durability": "fsync"}}
+    [problem] = errors_of(write_set(tmp_path / "f", general))
+    assert problem.pointer == "/storage/durability" and "'fsync' is not a known value" in problem.message
+    assert '"power"' in problem.expected and '"process"' in problem.expected
+
+
+@pytest.mark.parametrize("level", ["power", "process"])
+def test_memory_storage_with_a_durability_is_an_error(tmp_path: Path, level: str) -> None:
+    general = {**GENERAL, "storage": {"type": "memory", "durability": level}}
+    [problem] = errors_of(write_set(tmp_path, general))
+    assert problem.pointer == "/storage/durability"
+    assert "cannot be given by memory storage" in problem.message and "type sqlite" in problem.expected
+    assert load_config(write_set(tmp_path / "m", {**GENERAL, "storage": {"type": "memory"}}), env={})
+
+
 def test_qos_zero_is_an_error_that_says_why(tmp_path: Path) -> None:
     general = {**GENERAL, "thingsboard": {**GENERAL["thingsboard"], "qos": 0}}
     [problem] = errors_of(write_set(tmp_path, general))

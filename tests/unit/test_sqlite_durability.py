@@ -130,7 +130,7 @@ KILLED_WRITER = """
     import sys, threading
     from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits
     from gateway.storage.sqlite import SqliteStorage
-    storage = SqliteStorage(sys.argv[1], SizeLimits(10_000_000, 1 << 30))
+    storage = SqliteStorage(sys.argv[1], SizeLimits(10_000_000, 1 << 30), durability=sys.argv[2])
     out = threading.Lock()
     def work(t):
         i = 0
@@ -145,9 +145,11 @@ KILLED_WRITER = """
 """
 
 
-def test_every_acknowledged_put_survives_sigkill(opened: list[SqliteStorage], tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["power", "process"])
+def test_every_acknowledged_put_survives_sigkill(opened: list[SqliteStorage], tmp_path: Path,
+                                                 durability: str) -> None:
     path = tmp_path / "gateway.db"
-    child = run_child(KILLED_WRITER, str(path))
+    child = run_child(KILLED_WRITER, str(path), durability)
     acked: list[str] = []
     try:
         assert child.stdout is not None
@@ -253,3 +255,19 @@ def test_disk_full_fails_puts_and_the_writer_recovers(opened: list[SqliteStorage
     storage = open_storage(opened, path)
     prefixes = [e.payload.split(b":")[0].decode() for e in storage.peek(10_000)]
     assert prefixes == [*acked, "recovered"], "a failed put left data behind or an acked one is gone"
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("power", 2), ("process", 1)])  # FULL, NORMAL
+def test_the_durability_level_sets_how_commits_are_synced(opened: list[SqliteStorage], tmp_path: Path,
+                                                          durability: str, synchronous: int) -> None:
+    storage = SqliteStorage(str(tmp_path / "gateway.db"), LIMITS, durability=durability)
+    opened.append(storage)
+    assert storage._writer.execute("PRAGMA synchronous").fetchone()[0] == synchronous  # white box: the commit path
+    assert storage._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    storage.put([b"a"])
+    assert [e.payload for e in storage.peek(10)] == [b"a"]
+
+
+def test_an_unknown_durability_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown durability 'fsync'; expected one of power, process"):
+        SqliteStorage(str(tmp_path / "gateway.db"), LIMITS, durability="fsync")
