@@ -106,6 +106,12 @@ class Notifier:
         self.observation = observation
         self.acks = acks
 
+    def alive(self) -> bool:
+        """False once aiocoap ended the exchange (a cancel on the same token, RST, retransmissions
+        exhausted). aiocoap then also cancels the task, but not always before the next update is
+        taken, so every send checks first and nothing is handed to a dead exchange."""
+        return getattr(self.pipe, "_event_callbacks", None) is not False
+
     def first(self, message: Message) -> None:
         """The response to the observe request itself (Observe 0, piggybacked when it is quick)."""
         message.opt.observe = 0
@@ -113,6 +119,8 @@ class Notifier:
 
     async def notify(self, message: Message) -> None:
         """A confirmable notification; returns once acknowledged, else raises NotificationLost."""
+        if not self.alive():
+            raise NotificationLost(reset=True)
         self.observation.number = (self.observation.number + 1) & 0xFFFFFF
         message.opt.observe = self.observation.number
         message.transport_tuning = _RELIABLE
@@ -128,6 +136,8 @@ class Notifier:
 
     def last(self, code: Code, reliable: bool = True) -> None:
         """End the observation with a final response without Observe (2.02 when replaced or cancelled)."""
+        if not self.alive():
+            return
         message = Message(code=code)
         if not reliable:
             message.transport_tuning = _UNRELIABLE
@@ -162,7 +172,7 @@ async def serve_attributes(notifier: Notifier, mailboxes: Mailboxes, first: dict
     chunks = split_update(first)
     notifier.first(_attributes(chunks[0]))
     await _send_chunks(notifier, mailboxes, chunks[1:])
-    while True:
+    while notifier.alive():
         if observation.ended_by:
             notifier.last(Code.DELETED)
             return
@@ -199,7 +209,7 @@ async def serve_rpc(notifier: Notifier, mailboxes: Mailboxes, check_seconds: flo
     it was acknowledged. An RPC not acknowledged is first in line again."""
     observation = notifier.observation
     notifier.first(Message(code=Code.VALID))
-    while True:
+    while notifier.alive():
         if observation.ended_by:
             notifier.last(Code.DELETED)
             return

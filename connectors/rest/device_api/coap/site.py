@@ -205,7 +205,7 @@ class CoapSite:
         """Observe: 1 ends the device's observation; the original exchange gets 2.02 (aiocoap has already
         ended it when the cancel reuses its token: then this answer is the final 2.02 on that token)."""
         observation = self.observations.find(kind, device.name)
-        if observation is not None and not observation.same_client(request.remote, request.token):
+        if observation is not None:
             observation.end("deregistered")
         return empty(Code.DELETED)
 
