@@ -140,6 +140,43 @@ class MappingHandler:
             return json_bytes_response(200, b'{"stored":%d}' % len(to_store))  # the common answer, pre-encoded
         return json_response(200, _success_body(converted, len(to_store)))
 
+    def _store_and_wait(self, converted: list[ConvertedData], reported: list | None) -> Response:
+        """Store with ``responseExpected: true`` on the first message's device, then wait for its answer."""
+        assert self.waits is not None
+        first = converted[0]
+        first.attributes["responseExpected"] = True  # as the reference sends it: the rule chain's cue
+        try:
+            waiter = self.waits.open(first.device_name, self.response.attribute)
+        except Closed:
+            return error_response(503, "the gateway is stopping; retry later", {"Retry-After": "5"})
+        if waiter is None:
+            return error_response(503, f"too many requests are waiting for ThingsBoard's answer "
+                                  f"(maxWaitingResponses {self.waits.limit}); retry later", {"Retry-After": "1"})
+        to_store = [item for item in converted if not item.is_empty()]
+        try:
+            self.uplink.send(to_store)
+        except UplinkRateLimited as exc:
+            self.waits.cancel(waiter)
+            return too_many(exc.reason, exc.retry_after)
+        except UplinkUnavailable as exc:
+            self.waits.cancel(waiter)
+            return error_response(503, f"data not accepted: {exc.reason}", {"Retry-After": str(exc.retry_after)})
+        except ValueError as exc:
+            self.waits.cancel(waiter)
+            return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
+        if reported:
+            self.report.commit(reported)  # type: ignore[union-attr]
+        try:
+            value = self.waits.wait(waiter, self.response.timeout)
+        except TimeoutError:
+            return error_response(408, f"the data is stored, but ThingsBoard did not set "
+                                  f"{self.response.attribute!r} on {first.device_name!r} within "
+                                  f"{self.response.timeout:g} s (response.timeout)", stored=len(to_store))
+        except Closed:
+            return error_response(503, "the data is stored, but the gateway is stopping before ThingsBoard "
+                                  "answered", {"Retry-After": "5"}, stored=len(to_store))
+        return configured_response(200, value)
+
     def _refused(self, reason: str, message: str, body: bytes) -> Response:
         """400 for data that cannot be converted, counted by ``reason`` for the metrics."""
         if self.metrics is not None:
@@ -168,41 +205,6 @@ def too_many(message: str, retry_after: int) -> Response:
     """429 with ``Retry-After`` (whole seconds) and the JSON reason; nothing of the request is stored."""
     return error_response(429, f"{message}; nothing was stored, retry after {retry_after} s",
                           {"Retry-After": str(retry_after)}, retryAfter=retry_after)
-
-    def _store_and_wait(self, converted: list[ConvertedData], reported: list | None) -> Response:
-        """Store with ``responseExpected: true`` on the first message's device, then wait for its answer."""
-        assert self.waits is not None
-        first = converted[0]
-        first.attributes["responseExpected"] = True  # as the reference sends it: the rule chain's cue
-        try:
-            waiter = self.waits.open(first.device_name, self.response.attribute)
-        except Closed:
-            return error_response(503, "the gateway is stopping; retry later", {"Retry-After": "5"})
-        if waiter is None:
-            return error_response(503, f"too many requests are waiting for ThingsBoard's answer "
-                                  f"(maxWaitingResponses {self.waits.limit}); retry later", {"Retry-After": "1"})
-        to_store = [item for item in converted if not item.is_empty()]
-        try:
-            self.uplink.send(to_store)
-        except UplinkUnavailable as exc:
-            self.waits.cancel(waiter)
-            return error_response(503, f"data not accepted: {exc.reason}", {"Retry-After": str(exc.retry_after)})
-        except ValueError as exc:
-            self.waits.cancel(waiter)
-            return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
-        if reported:
-            self.report.commit(reported)  # type: ignore[union-attr]
-        try:
-            value = self.waits.wait(waiter, self.response.timeout)
-        except TimeoutError:
-            return error_response(408, f"the data is stored, but ThingsBoard did not set "
-                                  f"{self.response.attribute!r} on {first.device_name!r} within "
-                                  f"{self.response.timeout:g} s (response.timeout)", stored=len(to_store))
-        except Closed:
-            return error_response(503, "the data is stored, but the gateway is stopping before ThingsBoard "
-                                  "answered", {"Retry-After": "5"}, stored=len(to_store))
-        return configured_response(200, value)
-
 
 def _success_body(converted: list[ConvertedData], stored: int) -> dict[str, Any]:
     body: dict[str, Any] = {"stored": stored}

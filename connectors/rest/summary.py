@@ -14,8 +14,11 @@ def rest_summary(cfg: RestConfig) -> list[str]:
         conv = mapping.converter
         converter = f"custom {conv.extension}" if conv.type == "custom" else conv.type
         methods = ", ".join(mapping.methods)
+        limit = mapping.rate_limit
+        limited = (f", rate limit {limit.requests:g}/{limit.per_seconds:g} s burst {limit.capacity} by {limit.by}"
+                   if limit is not None else "")
         lines.append(f"  {methods:<12} {mapping.endpoint}  security {mapping.security.type}, "
-                     f"converter {converter}")
+                     f"converter {converter}{limited}")
     for entry in cfg.attribute_requests:
         methods = ", ".join(entry.get("HTTPMethods") or ["POST"])
         lines.append(f"  {methods:<12} {entry.get('endpoint')}  attribute request")
@@ -23,6 +26,12 @@ def rest_summary(cfg: RestConfig) -> list[str]:
     if api is not None and api.enabled:
         provisioning = ", provisioning on" if api.provisioning is not None else ""
         lines.append(f"  device API   {api.base_path}/<token>/...  {len(api.devices)} device token(s){provisioning}")
+        if api.coap is not None and api.coap.enabled:
+            rate = api.coap.rate_limit
+            lines.append(f"  CoAP         coap://{api.coap.host}:{api.coap.port}/api/v1/<token>/... (udp; "
+                         f"<= {api.coap.max_observations} observations, checked every "
+                         f"{api.coap.observe_check_seconds} s; {rate.requests} requests per "
+                         f"{rate.per_seconds:g} s per address)")
     lines += _relative_urls(cfg)
     lines.append(f"  attribute updates: {len(cfg.attribute_updates)}, "
                  f"server-side RPC: {len(cfg.server_side_rpc)}, "

@@ -59,8 +59,10 @@ def test_server_config_is_the_shipped_one_listening_on_all_interfaces() -> None:
     shipped = json.loads(Path(ROOT, "config", "rest.json").read_text(encoding="utf-8"))
     server = json.loads((DEPLOY / "config" / "rest.json").read_text(encoding="utf-8"))
     assert server.pop("host") == "0.0.0.0"
+    assert server["deviceApi"]["coap"].pop("host") == "0.0.0.0"
     shipped.pop("host")
-    assert server == shipped, "deploy/config/rest.json drifted from config/rest.json (only host may differ)"
+    shipped["deviceApi"]["coap"].pop("host")
+    assert server == shipped, "deploy/config/rest.json drifted from config/rest.json (only the hosts may differ)"
     done = subprocess.run([sys.executable, "-m", "gateway", "check", "-c", str(DEPLOY / "config" / "gateway.yaml")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ROOT})
@@ -142,10 +144,11 @@ def test_healthcheck_asks_the_device_port_of_the_shipped_config() -> None:
     assert command[:2] == ["python", "-c"], "no curl in python:3.11-slim: the check must be python -c"
     url = re.search(r"http://127\.0\.0\.1:(\d+)/health", command[2])
     assert url, command
-    image_port = json.loads((DEPLOY / "config" / "rest.json").read_text(encoding="utf-8"))["port"]
+    image_config = json.loads((DEPLOY / "config" / "rest.json").read_text(encoding="utf-8"))
+    image_port = image_config["port"]
     assert int(url.group(1)) == int(image_port), "HEALTHCHECK asks another port than the image's rest.json"
     exposed = [args for op, args in dockerfile_instructions() if op == "EXPOSE"]
-    assert exposed == [str(image_port)]
+    assert exposed == [f"{image_port} {image_config['deviceApi']['coap']['port']}/udp"]
 
 
 def test_healthcheck_command_tells_a_live_gateway_from_a_dead_one(make_daemon) -> None:
@@ -168,6 +171,7 @@ def test_compose_runs_the_image_with_mosquitto_and_only_known_overrides() -> Non
     assert gateway["environment"][ENV_HOST] == "mosquitto"
     assert {v.split(":")[1] for v in gateway["volumes"]} == {CONFIG_DIR, STATE_DIR}
     assert any(p.endswith(":5000") for p in gateway["ports"])
+    assert any(p.endswith(":5683/udp") for p in gateway["ports"]), "the CoAP device API is UDP"
 
 
 def _docker_daemon() -> str:

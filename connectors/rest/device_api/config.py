@@ -55,7 +55,8 @@ def read_device_api(data: Any, file: str, pointer: str, problems: Problems) -> D
     if not isinstance(data, dict):
         return None  # the schema check reports it
     devices = []
-    for entry in data.get("devices") or []:
+    listed = data.get("devices")
+    for entry in listed if isinstance(listed, list) else []:  # another type: the schema check reports it
         if isinstance(entry, dict):
             devices.append(DeviceCredentials(_str(entry, "accessToken"), _str(entry, "deviceName").strip(),
                                              _str(entry, "deviceType").strip() or "default"))
