@@ -26,6 +26,9 @@ def test_check_accepts_the_shipped_config_and_says_which_format():
     assert done.returncode == 0, done.stderr
     assert "ThingsBoard gateway legacy format" in done.stdout
     assert "/my_devices" in done.stdout and "Configuration is valid." in done.stdout
+    # every listener the shipped config opens is named: the device API over HTTP and over CoAP (udp)
+    assert "device API   /api/v1/<token>/..." in done.stdout
+    assert "CoAP         coap://127.0.0.1:5683/api/v1/<token>/... (udp;" in done.stdout
 
 
 def test_check_and_run_report_the_same_problems(tmp_path):
