@@ -16,6 +16,7 @@ import aiocoap
 from aiocoap.pipe import error_to_message, run_driving_pipe
 
 from connectors.rest.device_api.coap.acks import AckWatch
+from connectors.rest.device_api.coap.datagrams import harden
 from connectors.rest.device_api.coap.site import CoapSite
 from connectors.rest.device_api.model import CoapConfig
 from connectors.rest.device_api.service import DeviceApi
@@ -99,6 +100,7 @@ class CoapServer:
         context = await _Context.create_server_context(site, bind=(self.config.host, self.config.port),
                                                        transports=["udp6"])
         site.acks = AckWatch(context)
+        harden(context, site.counters, context.log)
         self.site = site
         self._ready.set()
         try:
