@@ -41,6 +41,7 @@ from connectors.rest.device_api.coap.observe import (
     serve_rpc,
 )
 from connectors.rest.device_api.coap.ratelimit import AddressLimiter
+from connectors.rest.device_api.coap.validation import block1_misuse, unsupported_options
 from connectors.rest.device_api.model import CoapConfig
 from connectors.rest.device_api.operations import DeviceOperations, Unavailable
 from connectors.rest.device_api.registry import Device
@@ -65,7 +66,7 @@ class CoapSite:
         self.busy = 0  # operations running on the executor
         self.acks: AckWatch | None = None  # set once the aiocoap context exists
         self.block1 = Block1Spool()
-        self.counters = {"coap_requests": 0, "coap_rate_limited": 0, "coap_busy": 0}
+        self.counters = {"coap_requests": 0, "coap_rate_limited": 0, "coap_busy": 0, "coap_unparsable": 0}
 
     # ------------------------------------------------------------- entry point (aiocoap)
 
@@ -102,6 +103,9 @@ class CoapSite:
 
     async def _api(self, pipe: Any, request: Message, token: str, rest: tuple[str, ...]) -> Message | None:
         device = self.ops.device(token)  # 4.01, empty: nothing larger than the request to a stranger
+        refused = unsupported_options(request)
+        if refused is not None:
+            return refused
         if not rest or rest[0] not in _FEATURES or len(rest) > 2 or (len(rest) == 2 and rest[0] != "rpc"):
             return diagnostic(Code.BAD_REQUEST, "unknown resource: use telemetry, attributes, rpc, rpc/{id} or claim")
         feature, code = rest[0], request.code
@@ -143,7 +147,14 @@ class CoapSite:
             response.opt.size1 = self.config.max_payload_bytes
             return response
         if block1 is not None:
-            request = self.block1.feed_and_take(request)  # raises 2.31 Continue until the last block
+            wrong = block1_misuse(request)
+            if wrong is not None:
+                return wrong
+            try:
+                request = self.block1.feed_and_take(request)  # raises 2.31 Continue until the last block
+            except ValueError:  # aiocoap's spool: a gap or an overlap with the blocks received so far
+                return diagnostic(Code.REQUEST_ENTITY_INCOMPLETE, f"Block1 block {block1.block_number} "
+                                  "does not follow the blocks received; start again at block 0")
         return bytes(request.payload)
 
     # ------------------------------------------------------------- attributes and RPC
@@ -214,6 +225,9 @@ class CoapSite:
     async def _provision(self, request: Message) -> Message:
         if request.code != Code.POST:
             return empty(Code.METHOD_NOT_ALLOWED)
+        refused = unsupported_options(request)
+        if refused is not None:
+            return refused
         body = self._body(request)
         if isinstance(body, Message):
             return body
@@ -223,6 +237,9 @@ class CoapSite:
 
     async def _firmware(self, request: Message, token: str) -> Message:
         self.ops.device(token)
+        refused = unsupported_options(request)
+        if refused is not None:
+            return refused
         if request.code != Code.GET:
             return empty(Code.METHOD_NOT_ALLOWED)
         params = query(request)
