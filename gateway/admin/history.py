@@ -26,7 +26,8 @@ class RatePoint:
 
     @property
     def rate(self) -> float:
-        return self.events / max(self.end - self.start, 1e-6)
+        """Events per second; a running interval younger than a second counts as one (no spike at start)."""
+        return self.events / max(self.end - self.start, 1.0)
 
 
 class DeliveryHistory:
