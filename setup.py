@@ -9,7 +9,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["gateway*", "connectors*", "converters*", "extensions*"]),
-    package_data={"connectors.rest": ["*.json", "README.md"], "gateway.config": ["*.json"]},
+    package_data={"connectors.rest": ["*.json", "README.md"], "gateway.config": ["*.json"],
+                  "gateway.admin": ["templates/*.html"]},
     install_requires=[
         "flask>=3.0",
         "waitress>=3.0",
@@ -22,9 +23,11 @@ setup(
         # ThingsBoard's CoAP device API; <0.5: coap/acks.py hooks one internal method of 0.4's message manager
         "aiocoap>=0.4.17,<0.5",
         "prometheus-client>=0.17",
+        "jinja2>=3.1",  # the admin status page template (already installed with Flask; imported directly)
     ],
     extras_require={
-        "test": ["pytest>=8", "amqtt>=0.11", "ruff>=0.5", "hypothesis>=6"],
+        # selenium drives Debian's chromium + chromedriver for the status page test (tests/e2e/test_status_page.py)
+        "test": ["pytest>=8", "amqtt>=0.11", "ruff>=0.5", "hypothesis>=6", "selenium>=4.15"],
     },
     entry_points={"console_scripts": ["rest-gateway=gateway.cli:main"]},
 )

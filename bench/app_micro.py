@@ -7,7 +7,8 @@ kernel. Figures are ``time.process_time`` per request over ``--requests`` reques
 ``--repeat`` runs, so other load on the machine inflates them much less than wall-clock time would.
 
 Run: ``python bench/app_micro.py`` (``--profile`` adds a cProfile of the gateway app; ``--metrics``
-adds the gateway app with request metrics on, as when the admin listener is enabled).
+adds the gateway app with request metrics on, as when the admin listener is enabled; ``--statistics``
+the gateway app with the statistics counting on, as with ``statistics.enable``).
 This is a measuring tool, not a test: it asserts nothing about speed.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench.ceiling_app import create_app as create_ceiling_app  # noqa: E402
 from bench.scenarios import ENDPOINT, SCENARIOS  # noqa: E402
 from connectors.rest.config import load_rest_config  # noqa: E402
 from connectors.rest.connector import RestConnector  # noqa: E402
+from gateway.statistics.counting import ConnectorCounts, CountingUplink  # noqa: E402
 from gateway.storage.memory import MemoryStorage, SizeLimits  # noqa: E402
 from gateway.uplink import GatewayUplink  # noqa: E402
 
@@ -48,8 +50,12 @@ class _Northbound:
         return {}
 
 
-def gateway_app(converter: dict[str, Any], storage: MemoryStorage, metrics: bool = False) -> WsgiApp:
-    """The gateway's WSGI app for one anonymous POST mapping at ENDPOINT, over memory storage."""
+def gateway_app(converter: dict[str, Any], storage: MemoryStorage, metrics: bool = False,
+                statistics: bool = False) -> WsgiApp:
+    """The gateway's WSGI app for one anonymous POST mapping at ENDPOINT, over memory storage.
+
+    ``statistics``: the uplink counts for the statistics telemetry, as with ``statistics.enable``.
+    """
     mapping = {"endpoint": ENDPOINT, "HTTPMethods": ["POST"], "security": {"type": "anonymous"},
                "converter": converter}
     with tempfile.TemporaryDirectory() as folder:
@@ -57,7 +63,10 @@ def gateway_app(converter: dict[str, Any], storage: MemoryStorage, metrics: bool
         with open(path, "w", encoding="utf-8") as file:
             json.dump({"host": "127.0.0.1", "port": "8080", "mapping": [mapping]}, file)
         config = load_rest_config(path)
-    connector = RestConnector("bench", config, GatewayUplink(storage, _Northbound()),
+    uplink: Any = GatewayUplink(storage, _Northbound())
+    if statistics:
+        uplink = CountingUplink(uplink, ConnectorCounts("bench"))
+    connector = RestConnector("bench", config, uplink,
                               [os.path.join(ROOT, "extensions")], metrics=metrics)
     return connector.app
 
@@ -102,6 +111,8 @@ def main() -> None:
     parser.add_argument("--scenarios", default="main,wide", help="comma-separated (default main,wide)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the gateway app")
     parser.add_argument("--metrics", action="store_true", help="also run the gateway app with request metrics on")
+    parser.add_argument("--statistics", action="store_true",
+                        help="also run the gateway app with the statistics counting (statistics.enable) on")
     args = parser.parse_args()
 
     storage = MemoryStorage(SizeLimits(10**9, 10**12))
@@ -115,6 +126,8 @@ def main() -> None:
         apps: dict[str, WsgiApp] = {"ceiling": ceiling, "gateway": app}
         if args.metrics:
             apps["gw+metr"] = gateway_app(scenario.converter, storage, metrics=True)
+        if args.statistics:
+            apps["gw+stat"] = gateway_app(scenario.converter, storage, statistics=True)
         results: dict[str, list[float]] = {label: [] for label in apps}
         status = {}
         for _ in range(args.repeat):  # interleaved, so machine noise hits both alike

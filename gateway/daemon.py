@@ -15,9 +15,12 @@ from gateway.admin.app import AdminApp
 from gateway.admin.collector import exporter
 from gateway.admin.health import liveness, readiness
 from gateway.admin.server import AdminServer
+from gateway.admin.status_page import StatusPage
 from gateway.config.loader import BUNDLED_EXTENSIONS, LoadedConfig
 from gateway.downlink import DownlinkRouter
 from gateway.northbound import Northbound
+from gateway.statistics.counting import CountingUplink
+from gateway.statistics.reporter import StatisticsReporter
 from gateway.storage.factory import create_storage
 from gateway.uplink import GatewayUplink
 
@@ -57,6 +60,8 @@ class Daemon:
         self.northbound = Northbound(cfg.thingsboard, self.storage, logging.getLogger("gateway.mqtt"),
                                      dead_letter_path=dead_letter, read_batch=cfg.storage.read_batch)
         self.uplink = GatewayUplink(self.storage, self.northbound, rate_limit=cfg.storage.rate_limit)
+        self.statistics = None if not cfg.statistics.enabled else StatisticsReporter(
+            cfg.statistics, self.storage, cfg.storage, self.northbound, logging.getLogger("gateway.statistics"))
         extension_paths = [*cfg.extension_paths, BUNDLED_EXTENSIONS]
         # state a connector keeps across restarts (the device API's device-api.db) lives beside the
         # event storage; with several connectors, each gets a folder named after it
@@ -68,17 +73,21 @@ class Daemon:
                 raise ValueError(f"unknown connector type {entry.type!r}")
             own_dir = state_dir if len(loaded.connectors) == 1 else \
                 os.path.join(state_dir, re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name))
+            uplink = self.uplink if self.statistics is None else \
+                CountingUplink(self.uplink, self.statistics.counts_for(entry.name))
             self.connectors.append(kind.create(ConnectorContext(
-                entry.name, config, self.uplink, extension_paths,
+                entry.name, config, uplink, extension_paths,
                 logging.getLogger(f"connectors.{entry.type}.{entry.name}"), own_dir, metrics=cfg.admin.enabled)))
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
         self._started: list[Connector] = []
+        self.status_page: StatusPage | None = None
         self.admin = self._admin_server() if cfg.admin.enabled else None
 
     def _admin_server(self) -> AdminServer:
         admin_log = logging.getLogger("gateway.admin")
+        self.status_page = StatusPage(self, lambda: config_secrets(self.loaded))
         app = AdminApp(self.loaded.gateway.admin, exporter(self), lambda: liveness(self), lambda: readiness(self),
-                       None, admin_log)
+                       self.status_page.render, admin_log)
         return AdminServer(app, self.loaded.gateway.admin, admin_log)
 
     def start(self) -> None:
@@ -89,6 +98,9 @@ class Daemon:
             self._started.append(connector)
         if self.admin is not None:
             self.admin.start()
+        for service in (self.status_page, self.statistics):
+            if service is not None:
+                service.start()
         self.running = True
         log.info("rest-gateway started: %d connector(s), storage %s, ThingsBoard %s:%d",
                  len(self.connectors), self.loaded.gateway.storage.type,
@@ -100,6 +112,9 @@ class Daemon:
         The admin listener stays up (answering /readyz with 503) until storage is closed.
         """
         self.running = False
+        for service in (self.statistics, self.status_page):
+            if service is not None:
+                service.stop()
         for connector in reversed(self._started):
             try:
                 connector.stop()

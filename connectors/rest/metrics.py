@@ -19,7 +19,8 @@ UNMATCHED = "(unmatched)"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: converter errors kept for the status page, newest last
 LAST_ERRORS = 20
-EXCERPT_BYTES = 120
+#: bytes of a refused body kept with it: the status page redacts secrets in them, then shows an excerpt
+BODY_BYTES = 4096
 
 
 class RequestMetrics:
@@ -49,13 +50,17 @@ class RequestMetrics:
             histogram[-1] += seconds
 
     def converter_error(self, endpoint: str, reason: str, message: str, body: bytes) -> None:
-        """Count a request whose data could not be converted; keep it (with a body excerpt) for the status page."""
-        excerpt = body[:EXCERPT_BYTES].decode("utf-8", "replace") + ("..." if len(body) > EXCERPT_BYTES else "")
+        """Count a request whose data could not be converted; keep it (with its body's start) for the status page.
+
+        The body is kept as received (``body``, up to :data:`BODY_BYTES`, ``truncated`` if longer): whoever
+        shows it redacts the secrets first (gateway/admin/redact.py).
+        """
         with self._lock:
             key = (endpoint, reason)
             self.converter_errors[key] = self.converter_errors.get(key, 0) + 1
             self.last_errors.append({"time": time.time(), "endpoint": endpoint, "reason": reason,
-                                     "message": message[:300], "excerpt": excerpt})
+                                     "message": message[:300], "body": bytes(body[:BODY_BYTES]),
+                                     "truncated": len(body) > BODY_BYTES})
 
     def snapshot(self) -> dict[str, Any]:
         """Copies of every counter, for the collector and the status page."""

@@ -37,7 +37,8 @@ class AdminServer:
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._run, name="admin-server", daemon=True)
         self._thread.start()
-        self.log.info("admin listener on http://%s:%d (/metrics, /healthz, /readyz)", cfg.host, self.port)
+        self.log.info("admin listener on http://%s:%d (status page /, /metrics, /healthz, /readyz)",
+                      cfg.host, self.port)
 
     @property
     def alive(self) -> bool:

@@ -59,7 +59,7 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
     lines = [f"  ThingsBoard {tb.host}:{tb.port} ({tb.protocol}, {auth}{tls}, QoS {tb.qos})",
              f"  storage {storage.type}{where}, at most {storage.max_records} records{limited}",
              f"  log level {cfg.log_level}, log format {cfg.logging.format}",
-             _admin_summary(cfg)]
+             _admin_summary(cfg), _statistics_summary(cfg)]
     lines += [f"  extension folder {p}" for p in cfg.extension_paths]
     return lines
 
@@ -69,8 +69,15 @@ def _admin_summary(cfg: GatewayConfig) -> str:
     if not admin.enabled:
         return "  admin listener off"
     auth = "basic auth" if admin.username else "no auth"
-    return (f"  admin listener http://{admin.host}:{admin.port} (/metrics, /healthz, /readyz; {auth}; "
+    return (f"  admin listener http://{admin.host}:{admin.port} (status page /, /metrics, /healthz, /readyz; {auth}; "
             f"ready without ThingsBoard up to {admin.max_ready_backlog} events)")
+
+
+def _statistics_summary(cfg: GatewayConfig) -> str:
+    stats = cfg.statistics
+    if not stats.enabled:
+        return "  statistics to ThingsBoard off"
+    return f"  statistics to ThingsBoard every {stats.period_seconds} s (v1/devices/me/telemetry)"
 
 
 def format_problems(problems: list[ConfigProblem]) -> str:

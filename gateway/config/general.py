@@ -17,7 +17,7 @@ from gateway.config.model import (
     ThingsBoardConfig,
     TlsConfig,
 )
-from gateway.config.operations import read_admin, read_logging
+from gateway.config.operations import read_admin, read_logging, read_statistics
 from gateway.config.schema_check import check_schema, load_schema, schema_path
 from gateway.rate_limit import read_rate_limit
 
@@ -61,11 +61,12 @@ def read_general(data: Any, file: str, problems: Problems, env: Mapping[str, str
             paths.append(path)
     admin = read_admin(data.get("admin"), problems)
     logging_config = read_logging(data.get("logging"), problems)
+    statistics = read_statistics(data.get("statistics"), _obj(data.get("thingsboard")).get("statistics"), problems)
     if problems.errors:
         return None
     return GatewayConfig(file=file, thingsboard=tb, storage=storage, connectors=connectors,
                          log_level=log_level, extension_paths=tuple(paths), admin=admin,
-                         logging=logging_config)
+                         logging=logging_config, statistics=statistics)
 
 
 def _obj(value: Any) -> dict:

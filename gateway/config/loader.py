@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ class LoadedConfig:
     gateway: GatewayConfig
     connectors: list[tuple[ConnectorEntry, Any]]
     warnings: list[ConfigProblem] = field(default_factory=list)
+    loaded_at: float = field(default_factory=time.time)  # Unix time the files were read (the status page)
 
 
 @dataclass

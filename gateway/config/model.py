@@ -79,6 +79,14 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StatisticsConfig:
+    """The gateway device's own statistics telemetry to ThingsBoard (``statistics`` in gateway.yaml)."""
+
+    enabled: bool = False
+    period_seconds: int = 60  # statsSendPeriodInSeconds
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """How log records are written: ``text`` (one readable line) or ``json`` (one object per line)."""
 
@@ -106,3 +114,4 @@ class GatewayConfig:
     extension_paths: tuple[str, ...] = ()  # extra folders searched for custom converters
     admin: AdminConfig = field(default_factory=AdminConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)

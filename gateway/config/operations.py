@@ -1,13 +1,14 @@
-"""Reads the operations sections of the general config: ``admin`` (the admin listener) and ``logging``."""
+"""Reads the operations sections of the general config: ``admin`` (the admin listener), ``logging``, ``statistics``."""
 from __future__ import annotations
 
 import ipaddress
 from typing import Any
 
 from gateway.config.document import Problems
-from gateway.config.model import AdminConfig, LoggingConfig
+from gateway.config.model import AdminConfig, LoggingConfig, StatisticsConfig
 
 _ADMIN = AdminConfig()
+_STATISTICS = StatisticsConfig()
 LOG_FORMATS = ("text", "json")
 
 
@@ -58,3 +59,19 @@ def read_logging(data: Any, problems: Problems) -> LoggingConfig:
     if kind not in LOG_FORMATS:
         kind = "text"  # the schema has reported it
     return LoggingConfig(format=kind)
+
+
+def read_statistics(top: Any, under_thingsboard: Any, problems: Problems) -> StatisticsConfig:
+    """``statistics`` at the top level, or under ``thingsboard`` where the ThingsBoard IoT Gateway keeps it.
+
+    Both at once is an error: one of them would be silently ignored.
+    """
+    if isinstance(top, dict) and isinstance(under_thingsboard, dict):
+        problems.error("/thingsboard/statistics", "statistics is given both at the top level and under "
+                       "thingsboard", "one statistics section: keep either /statistics or /thingsboard/statistics")
+        return _STATISTICS
+    data = top if isinstance(top, dict) else under_thingsboard
+    if not isinstance(data, dict):
+        return _STATISTICS
+    return StatisticsConfig(enabled=_value(data, "enable", bool, _STATISTICS.enabled),
+                            period_seconds=_value(data, "statsSendPeriodInSeconds", int, _STATISTICS.period_seconds))

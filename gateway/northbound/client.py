@@ -80,7 +80,8 @@ class Northbound:
         self._rpc_pool: ThreadPoolExecutor | None = None
         self.counters = {"published": 0, "acked": 0, "rejected": 0, "dead_lettered": 0, "reconnects": 0,
                          "connects": 0, "events_sent": 0, "storage_trims": 0, "duplicates_resent": 0,
-                         "downlink_ignored": 0, "rpc_replies_dropped": 0, "rate_limited": 0}
+                         "downlink_ignored": 0, "rpc_replies_dropped": 0, "rate_limited": 0,
+                         "bytes_sent": 0, "received": 0}  # payload bytes published, messages received
         self.rate_limit_wait = 0.0  # seconds publishes waited for the rate limits (sender thread only)
         self.puback_latency = Histogram()  # seconds from publish to PUBACK (sender thread only)
         self.heartbeat = 0.0  # monotonic time the sender thread last went round its loop
@@ -310,6 +311,7 @@ class Northbound:
         if session is not None and not session.mqtt5 and self._echo.is_own(topic, payload):
             self.log.debug("ignored our own publication echoed on %s", topic)
             return
+        self.count("received")
         try:
             event = parse_inbound(topic, payload)
         except Malformed as exc:

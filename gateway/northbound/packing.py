@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.northbound.own_telemetry import TOPIC_OWN_TELEMETRY, is_own, own_entry
 from gateway.northbound.records import Entry, RecordReader, check_name, encode, is_int, validate_record
 
 __all__ = ["encode", "validate_record"]  # re-exported: defined with the record reading
@@ -38,7 +39,8 @@ class Publish:
 
     @property
     def telemetry(self) -> bool:
-        return self.topic == TOPIC_TELEMETRY
+        """Counts against the telemetry rate limits: device telemetry and the gateway's own."""
+        return self.topic == TOPIC_TELEMETRY or self.topic == TOPIC_OWN_TELEMETRY
 
 
 @dataclass(slots=True)
@@ -244,7 +246,8 @@ class Packer:
         """Pack ``events`` (id, stored record: either form in :mod:`gateway.northbound.records`), in id order.
 
         Emits ``v1/gateway/connect`` first for every device not in ``announced`` (which is updated),
-        then attributes, then telemetry; each device's data keeps its order within a topic.
+        then attributes, then telemetry; each device's data keeps its order within a topic. The
+        gateway's own telemetry (:mod:`gateway.northbound.own_telemetry`) gets a publish of its own.
         ``on_connect(device, type)`` is told about every device seen, for re-announcing later.
         """
         result = PackResult()
@@ -257,6 +260,9 @@ class Packer:
         telemetry: dict[bytes, tuple[str, list[tuple[int, Entry]]]] = {}
         read = self._reader.read
         for event_id, payload in events:
+            if is_own(payload):
+                self._pack_own(event_id, payload, out, dead, touched)
+                continue
             try:
                 device, dtype, key, attributes, entries = read(payload)
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
@@ -285,6 +291,21 @@ class Packer:
         self._pack_telemetry(telemetry, out, dead, touched)
         _assign_through(events, out, touched, result)
         return result
+
+    def _pack_own(self, event_id: int, payload: bytes, out: list[Publish], dead: list[DeadLetter],
+                  touched: dict[int, int]) -> None:
+        """The gateway's own telemetry: one publish on ``v1/devices/me/telemetry``, or a dead letter."""
+        try:
+            item, count = own_entry(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            dead.append(DeadLetter(event_id, f"invalid own telemetry record: {exc}", _printable(payload)))
+            return
+        if len(item) > payload_budget(self.max_packet_bytes, TOPIC_OWN_TELEMETRY) or (
+                self.max_datapoints is not None and count > self.max_datapoints):
+            dead.append(DeadLetter(event_id, "own telemetry too large for one message", _printable(payload)))
+            return
+        touched[event_id] = len(out)
+        out.append(Publish(TOPIC_OWN_TELEMETRY, item, count, first_id=event_id))
 
     def _pack_attributes(self, attrs: dict[bytes, tuple[str, list[bytes | dict[str, Any]], list[int]]],
                          out: list[Publish], dead: list[DeadLetter], touched: dict[int, int]) -> None:

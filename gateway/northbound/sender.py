@@ -255,6 +255,7 @@ class Sender:
         mid = self.session.publish(publish.topic, publish.payload, qos)
         self.limiter.take(publish.telemetry, publish.datapoints)
         self._count("published")
+        self._count("bytes_sent", len(publish.payload))
         if qos > 0:
             self.inflight.append((mid, publish))
             self.waiting.add(mid)

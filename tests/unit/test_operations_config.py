@@ -83,3 +83,29 @@ def test_json_logs_are_one_object_per_line_with_secrets_masked(monkeypatch) -> N
     assert first["time"].endswith("Z")
     assert second["level"] == "ERROR" and "ValueError: bad ***" in second["exception"]
     assert "connector" not in second
+
+
+def test_statistics_default_off_and_read_at_top_level_or_under_thingsboard(tmp_path: Path) -> None:
+    assert load_config(write_set(tmp_path, general()), env={}).gateway.statistics.enabled is False
+    top = general(statistics={"enable": True, "statsSendPeriodInSeconds": 5})
+    stats = load_config(write_set(tmp_path, top), env={}).gateway.statistics
+    assert (stats.enabled, stats.period_seconds) == (True, 5)
+    nested = general(thingsboard={**GENERAL["thingsboard"], "statistics": {"enable": True}})
+    stats = load_config(write_set(tmp_path, nested), env={}).gateway.statistics
+    assert (stats.enabled, stats.period_seconds) == (True, 60)
+    code, text = check_report(write_set(tmp_path, top), env={})
+    assert code == 0 and "statistics to ThingsBoard every 5 s" in text
+
+
+def test_check_names_bad_statistics_keys(tmp_path: Path) -> None:
+    bad = general(statistics={"enable": "yes", "statsSendPeriodInSeconds": 0})
+    code, text = check_report(write_set(tmp_path, bad), env={})
+    assert code == 1
+    assert "/statistics/enable" in text and "/statistics/statsSendPeriodInSeconds" in text
+    both = general(statistics={"enable": True},
+                   thingsboard={**GENERAL["thingsboard"], "statistics": {"enable": True}})
+    code, text = check_report(write_set(tmp_path, both), env={})
+    assert code == 1 and "/thingsboard/statistics" in text and "one statistics section" in text
+    custom = general(statistics={"enable": True, "commands": []})
+    code, text = check_report(write_set(tmp_path, custom), env={})
+    assert code == 0 and "/statistics/commands" in text and "not used" in text
