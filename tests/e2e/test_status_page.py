@@ -20,7 +20,32 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                                 reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
                                        "chromium-driver; .ci/run installs them)")
 ADMIN = {"security": {"username": "ops", "password": "admin-pass-4f1c"}}
+DOM_FACTS = """
+const q = (sel) => document.querySelector(sel), text = (sel) => (q(sel) || {}).textContent;
+const row = q('tr.endpoint[data-endpoint="/sensors"]');
+return {title: document.title, refresh: q('meta[http-equiv="refresh"]').getAttribute("content"),
+        mqtt: text("#mqtt-state"), sent: text("#events-sent"), depth: text("#storage-depth"),
+        sensors: {requests: row.querySelector("td.requests").textContent,
+                  errors: row.querySelector("td.errors").textContent,
+                  converter: row.querySelector("td.converter-errors").textContent},
+        excerpts: [...document.querySelectorAll("tr.converter-error pre.excerpt")].map(e => e.textContent),
+        points: [...document.querySelectorAll("#rate-plot circle.rate-point")].map(c => c.dataset.events),
+        polylines: document.querySelectorAll("#rate-plot polyline").length,
+        general: text("#config-general"), connector_file: text("code.config-connector"),
+        loaded: text("#config-loaded"), html: document.documentElement.outerHTML};
+"""
 LEAKY = b'{"name": "dev9", "note": "' + ACCESS_TOKEN.encode() + b'", "password": "hunter2-secret", "temp": '
+
+
+def reloaded(browser: Any) -> bool:
+    """Whether the page was loaded anew since the mark was set (False while the browser is navigating)."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return bool(browser.execute_script("return window.statusPageMark === undefined "
+                                           "&& document.readyState === 'complete'"))
+    except WebDriverException:
+        return False
 
 
 @pytest.fixture
@@ -55,36 +80,30 @@ def test_status_page_shows_counts_redacted_errors_and_the_delivery_plot(make_dae
     assert requests.get(daemon.admin_url("/"), timeout=5).status_code == 401
     assert requests.get(daemon.admin_url("/"), auth=("ops", "wrong"), timeout=5).status_code == 401
 
-    from selenium.webdriver.common.by import By
-
     browser.get(f"http://ops:admin-pass-4f1c@127.0.0.1:{daemon.admin_port}/")
-    assert browser.title == "rest-gateway status"
-    find, find_all = browser.find_element, browser.find_elements
-    assert find(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]').get_attribute("content") == "10"
-    assert find(By.ID, "mqtt-state").text == "connected"
-    assert find(By.ID, "events-sent").text == "3" and find(By.ID, "storage-depth").text == "0"
+    # the page refreshes itself every 10 s: read the DOM in one script (one task, no reload in between),
+    # so a slow machine never finds an element of the previous page gone stale
+    page = browser.execute_script(DOM_FACTS)
+    assert page["title"] == "rest-gateway status"
+    assert page["refresh"] == "10"
+    assert page["mqtt"] == "connected" and page["sent"] == "3" and page["depth"] == "0"
+    assert page["sensors"] == {"requests": "5", "errors": "2", "converter": "2"}
 
-    row = find(By.CSS_SELECTOR, 'tr.endpoint[data-endpoint="/sensors"]')
-    assert row.find_element(By.CSS_SELECTOR, "td.requests").text == "5"
-    assert row.find_element(By.CSS_SELECTOR, "td.errors").text == "2"
-    assert row.find_element(By.CSS_SELECTOR, "td.converter-errors").text == "2"
-
-    errors = find_all(By.CSS_SELECTOR, "tr.converter-error")
-    assert len(errors) == 2
-    excerpts = [e.find_element(By.CSS_SELECTOR, "pre.excerpt").text for e in errors]
-    leaked = next(text for text in excerpts if "dev9" in text)  # the unparsable body, its start shown
+    assert len(page["excerpts"]) == 2
+    leaked = next(text for text in page["excerpts"] if "dev9" in text)  # the unparsable body, its start shown
     assert "hunter2" not in leaked and ACCESS_TOKEN not in leaked and leaked.count("***") == 2
-    assert any('"temp"' in text for text in excerpts)
-    assert "hunter2" not in browser.page_source and ACCESS_TOKEN not in browser.page_source
+    assert any('"temp"' in text for text in page["excerpts"])
+    assert "hunter2" not in page["html"] and ACCESS_TOKEN not in page["html"]
 
-    points = find_all(By.CSS_SELECTOR, "#rate-plot circle.rate-point")
-    assert points, browser.page_source
-    assert sum(int(p.get_attribute("data-events")) for p in points) == 3  # every event sent, plotted once
-    assert find_all(By.CSS_SELECTOR, "#rate-plot polyline")
+    assert page["points"], page["html"]
+    assert sum(int(events) for events in page["points"]) == 3  # every event sent, plotted once
+    assert page["polylines"] == 1
 
-    assert find(By.ID, "config-general").text == daemon.config_path
-    assert find(By.CSS_SELECTOR, "code.config-connector").text.endswith("rest.json")
-    assert time.strftime("%Y-%m-%d", time.gmtime()) in find(By.ID, "config-loaded").text
+    assert page["general"] == daemon.config_path and page["connector_file"].endswith("rest.json")
+    assert time.strftime("%Y-%m-%d", time.gmtime()) in page["loaded"]
 
+    # it refreshes itself: a mark left in this page's window is gone once the browser has reloaded it
+    browser.execute_script("window.statusPageMark = 1")
+    assert wait_for(lambda: reloaded(browser), timeout=60)
     shot = tmp_path / "status-page.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
