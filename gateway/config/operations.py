@@ -1,11 +1,12 @@
-"""Reads the operations sections of the general config: ``admin`` (the admin listener) and ``logging``."""
+"""Reads the operations sections of the general config: ``admin``, ``logging``, ``reload`` and ``pidFile``."""
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any
 
-from gateway.config.document import Problems
-from gateway.config.model import AdminConfig, LoggingConfig
+from gateway.config.document import Problems, resolve_path
+from gateway.config.model import AdminConfig, LoggingConfig, ReloadConfig
 
 _ADMIN = AdminConfig()
 LOG_FORMATS = ("text", "json")
@@ -58,3 +59,22 @@ def read_logging(data: Any, problems: Problems) -> LoggingConfig:
     if kind not in LOG_FORMATS:
         kind = "text"  # the schema has reported it
     return LoggingConfig(format=kind)
+
+
+#: the pid file's name when ``pidFile`` is not set: beside the storage file
+DEFAULT_PID_FILE_NAME = "rest-gateway.pid"
+
+
+def read_reload(data: Any) -> ReloadConfig:
+    """The ``reload`` section: ``watch`` and ``intervalSeconds`` (the schema has reported wrong types)."""
+    if not isinstance(data, dict):
+        return ReloadConfig()
+    interval = _value(data, "intervalSeconds", (int, float), ReloadConfig.interval_s)
+    return ReloadConfig(watch=_value(data, "watch", bool, False), interval_s=float(interval))
+
+
+def read_pid_file(value: Any, file: str, storage_file: str) -> str:
+    """The absolute pid file path: ``pidFile`` relative to ``file``, or beside ``storage_file``."""
+    if isinstance(value, str) and value.strip():
+        return resolve_path(value.strip(), file)
+    return os.path.join(os.path.dirname(os.path.abspath(storage_file)), DEFAULT_PID_FILE_NAME)
