@@ -17,7 +17,7 @@ from connectors.rest.device_api.service import DeviceApi
 from connectors.rest.device_api.views import register_device_api
 from connectors.rest.dispatch import RequestHandler
 from connectors.rest.downlink.attribute_requests import AttributeRequestEntry, AttributeRequestHandler
-from connectors.rest.downlink.service import DownlinkService
+from connectors.rest.downlink.service import DownlinkEntries, DownlinkService
 from connectors.rest.handler import MappingHandler
 from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import RestConfig
@@ -114,10 +114,13 @@ class RestConnector(Connector):
         app = self._build_app(config, handlers)
         entries = self.downlink.prepare_entries(config)
 
+        summary = _reload_summary(self.handlers, handlers, entries)
+
         def apply() -> None:
             self.config, self.handlers, self._extension_paths = config, handlers, list(extension_paths)
             self.downlink.use_entries(entries)
             self.app_switch.switch(app)
+            self.log.info("reload: %s", summary)
 
         return apply
 
@@ -192,3 +195,15 @@ class RestConnector(Connector):
         if self.coap is not None:
             stats.update(self.coap.stats())
         return stats
+
+
+def _reload_summary(old: dict[str, dict[str, RequestHandler]], new: dict[str, dict[str, RequestHandler]],
+                    entries: DownlinkEntries) -> str:
+    """What a reload changes, for the log: endpoints added, removed and changed, and the downlink rules."""
+    added = [e for e in new if e not in old]
+    removed = [e for e in old if e not in new]
+    changed = [e for e in new if e in old and new[e] != old[e]]
+    parts = [f"{label} {', '.join(items)}" for label, items in
+             (("endpoints added:", added), ("removed:", removed), ("changed:", changed)) if items]
+    return "; ".join([*(parts or ["endpoints unchanged"]),
+                      f"downlink: {len(entries.attribute_updates)} attributeUpdates, {len(entries.rpc)} serverSideRpc"])
