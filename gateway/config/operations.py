@@ -9,6 +9,7 @@ from gateway.config.document import Problems, resolve_path
 from gateway.config.model import AdminConfig, LoggingConfig, ReloadConfig
 
 _ADMIN = AdminConfig()
+_RELOAD = ReloadConfig()
 LOG_FORMATS = ("text", "json")
 
 
@@ -69,7 +70,7 @@ def read_reload(data: Any) -> ReloadConfig:
     """The ``reload`` section: ``watch`` and ``intervalSeconds`` (the schema has reported wrong types)."""
     if not isinstance(data, dict):
         return ReloadConfig()
-    interval = _value(data, "intervalSeconds", (int, float), ReloadConfig.interval_s)
+    interval = _value(data, "intervalSeconds", (int, float), _RELOAD.interval_s)
     return ReloadConfig(watch=_value(data, "watch", bool, False), interval_s=float(interval))
 
 
