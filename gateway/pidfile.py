@@ -40,7 +40,8 @@ def is_running_gateway(pid: int) -> bool:
 def write_pid_file(path: str) -> None:
     """Write this process's pid to ``path`` atomically; PidFileError if another gateway owns it."""
     other = read_pid(path)
-    if other is not None and other != os.getpid() and is_running_gateway(other):
+    # our parent is not another gateway: e.g. docker --init's tini, after a restart on a kept volume
+    if other is not None and other not in (os.getpid(), os.getppid()) and is_running_gateway(other):
         raise PidFileError(f"another rest-gateway (pid {other}) runs with the pid file {path}; stop it first, "
                            "or give this one its own storage and pidFile")
     folder = os.path.dirname(os.path.abspath(path))
