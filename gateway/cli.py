@@ -73,7 +73,7 @@ def _run(path: str, log_level: str | None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    from gateway.daemon import Daemon, config_secrets, config_token_paths, run_until_signalled
+    from gateway.daemon import Daemon, catch_early_reloads, config_secrets, config_token_paths, run_until_signalled
     from gateway.logs import setup_logging
 
     setup_logging(log_level or loaded.gateway.log_level, config_secrets(loaded), loaded.gateway.logging.format,
@@ -85,6 +85,7 @@ def _run(path: str, log_level: str | None) -> int:
     from gateway.pidfile import PidFileError, remove_pid_file, write_pid_file
 
     pid_file = loaded.gateway.pid_file
+    early_reloads = catch_early_reloads()
     try:
         write_pid_file(pid_file)  # first: a second gateway on the same files stops here
     except PidFileError as exc:
@@ -97,7 +98,7 @@ def _run(path: str, log_level: str | None) -> int:
             log.error("cannot start: %s", exc)
             return 1
         try:
-            run_until_signalled(daemon)
+            run_until_signalled(daemon, early_reloads)
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1

@@ -155,15 +155,26 @@ class Daemon:
         log.info("rest-gateway stopped")
 
 
-def run_until_signalled(daemon: Daemon) -> None:
+def catch_early_reloads() -> list[str]:
+    """Record SIGHUPs from now on instead of dying of them (the default action); pass the list on.
+
+    Installed before the pid file is written, so a ``rest-gateway reload`` that finds the pid file
+    of a gateway still starting asks for a reload once it runs rather than killing it.
+    """
+    reloads: list[str] = []
+    signal.signal(signal.SIGHUP, lambda signum, _frame: reloads.append(signal.Signals(signum).name))
+    return reloads
+
+
+def run_until_signalled(daemon: Daemon, reloads: list[str] | None = None) -> None:
     """Start ``daemon`` and block until SIGINT or SIGTERM, then stop it; SIGHUP reloads its config.
 
     The signal handlers only set flags: the reload runs in this (the main) thread's loop, never
-    inside a handler.
+    inside a handler. ``reloads``: SIGHUPs already received (see :func:`catch_early_reloads`).
     """
     wake = threading.Event()
     stopping: list[str] = []
-    reloads: list[str] = []
+    reloads = [] if reloads is None else reloads
 
     def request_stop(signum: int, _frame: object) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
