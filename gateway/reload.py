@@ -118,6 +118,7 @@ class Reloader:
         return result
 
     def _reload(self, reason: str) -> ReloadResult:
+        started = time.perf_counter()
         running = self._loaded()
         path = running.gateway.file
         report = read_all(path)
@@ -148,7 +149,8 @@ class Reloader:
         for apply in prepared:
             apply()
         self._apply_general(new)
-        log.info("config reload (%s) applied: %s and %d connector file(s)", reason, path, len(new.connectors))
+        log.info("config reload (%s) applied: %s and %d connector file(s), read, checked and switched in %.0f ms",
+                 reason, path, len(new.connectors), (time.perf_counter() - started) * 1000)
         return ReloadResult("applied", reason)
 
     def _prepare(self, new: LoadedConfig) -> tuple[list[ApplyReload], list[str]]:

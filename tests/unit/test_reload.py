@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from connectors.rest.app_switch import AppSwitch
@@ -131,6 +132,9 @@ def test_pid_file_of_a_running_gateway_is_refused_a_stale_one_replaced(tmp_path:
     path = tmp_path / "gw.pid"
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # rest-gateway stand-in"])
     try:
+        deadline = time.monotonic() + 30  # until the child has exec'd (before, /proc shows pytest's command)
+        while b"stand-in" not in Path(f"/proc/{other.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         path.write_text(f"{other.pid}\n", encoding="ascii")
         try:
             write_pid_file(str(path))
