@@ -82,12 +82,14 @@ def _run(path: str, log_level: str | None) -> int:
     for warning in loaded.warnings:
         log.warning("config: %s", warning)
     tune_switch_interval()
-    from gateway.pidfile import PidFileError, remove_pid_file, write_pid_file
+    from gateway.pidfile import PidFileError, PidFileUnwritable, remove_pid_file, write_pid_file
 
     pid_file = loaded.gateway.pid_file
     early_reloads = catch_early_reloads()
     try:
         write_pid_file(pid_file)  # first: a second gateway on the same files stops here
+    except PidFileUnwritable as exc:  # e.g. memory storage with the config in a read-only folder
+        log.warning("%s; rest-gateway reload cannot find this gateway (SIGHUP works)", exc)
     except PidFileError as exc:
         log.error("cannot start: %s", exc)
         return 1

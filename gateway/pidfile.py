@@ -6,7 +6,11 @@ import tempfile
 
 
 class PidFileError(Exception):
-    """The pid file cannot be written, or names a gateway that is still running."""
+    """The pid file names a gateway that is still running."""
+
+
+class PidFileUnwritable(PidFileError):
+    """The pid file cannot be written (the gateway can run without it; ``rest-gateway reload`` cannot find it)."""
 
 
 def read_pid(path: str) -> int | None:
@@ -14,7 +18,7 @@ def read_pid(path: str) -> int | None:
     try:
         with open(path, encoding="ascii") as handle:
             text = handle.read().strip()
-    except (FileNotFoundError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError):  # missing, unreadable, or a path through a file
         return None
     return int(text) if text.isdigit() and int(text) > 0 else None
 
@@ -38,7 +42,10 @@ def is_running_gateway(pid: int) -> bool:
 
 
 def write_pid_file(path: str) -> None:
-    """Write this process's pid to ``path`` atomically; PidFileError if another gateway owns it."""
+    """Write this process's pid to ``path`` atomically.
+
+    Raises PidFileError if another running gateway owns it, PidFileUnwritable if it cannot be written.
+    """
     other = read_pid(path)
     # our parent is not another gateway: e.g. docker --init's tini, after a restart on a kept volume
     if other is not None and other not in (os.getpid(), os.getppid()) and is_running_gateway(other):
@@ -52,8 +59,8 @@ def write_pid_file(path: str) -> None:
             out.write(f"{os.getpid()}\n")
         os.replace(temporary, path)
     except OSError as exc:
-        raise PidFileError(f"cannot write the pid file {path}: {exc.strerror or exc} "
-                           "(set pidFile in gateway.yaml to a writable path)") from exc
+        raise PidFileUnwritable(f"cannot write the pid file {path}: {exc.strerror or exc} (set pidFile in "
+                                "gateway.yaml to a writable path)") from exc
 
 
 def remove_pid_file(path: str) -> None:

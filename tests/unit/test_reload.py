@@ -18,7 +18,7 @@ from gateway.config.check import check_report
 from gateway.config.loader import load_config
 from gateway.config_watch import ConfigWatcher
 from gateway.logs import SecretMask
-from gateway.pidfile import PidFileError, read_pid, remove_pid_file, write_pid_file
+from gateway.pidfile import PidFileError, PidFileUnwritable, read_pid, remove_pid_file, write_pid_file
 from gateway.reload import restart_only_changes
 from tests.unit.test_general_config import GENERAL, write_set
 
@@ -166,3 +166,13 @@ def test_app_switch_serves_later_requests_with_the_new_app() -> None:
     assert switch({}, None) == [b"old"]
     switch.switch(app("new"))
     assert switch({}, None) == [b"new"]
+
+
+def test_an_unwritable_pid_file_is_told_apart(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    try:
+        write_pid_file(str(blocker / "gw.pid"))  # a folder that is a file: cannot be created
+        raise AssertionError("no error")
+    except PidFileUnwritable as exc:
+        assert "pidFile" in str(exc) and str(blocker) in str(exc)
