@@ -9,29 +9,10 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from tests.integration.test_device_api_http import DEVICE, MAPPING, TOKEN, Gateway
+from tests.integration.test_device_api_http import DEVICE, MAPPING, TOKEN, gateways
 
-
-@pytest.fixture
-def make_gateway(tmp_path: Any, broker: Any) -> Any:
-    """Started in-process gateways with a device API and no admin listener (9100 may be taken)."""
-    made: list[Gateway] = []
-
-    def factory() -> Gateway:
-        folder = tmp_path / f"gw{len(made)}"
-        folder.mkdir()
-        gateway = Gateway(folder, broker, {"devices": [{"accessToken": TOKEN, "deviceName": DEVICE}]})
-        general = yaml.safe_load((folder / "gateway.yaml").read_text(encoding="utf-8"))
-        general["admin"] = {"port": 0}
-        (folder / "gateway.yaml").write_text(yaml.safe_dump(general), encoding="utf-8")
-        made.append(gateway)
-        return gateway.start()
-
-    yield factory
-    for gateway in made:
-        gateway.stop()
+make_gateway = pytest.fixture(name="make_gateway")(gateways)
 
 
 def _wait(predicate: Callable[[], Any], timeout: float = 20.0) -> bool:
