@@ -15,11 +15,11 @@ from connectors.rest.app_switch import AppSwitch
 from connectors.rest.config import load_rest_config
 from connectors.rest.reload_checks import restart_only_changes as rest_restart_changes
 from gateway.config.check import check_report
-from gateway.config.loader import load_config
+from gateway.config.loader import LoadedConfig, load_config
 from gateway.config_watch import ConfigWatcher
 from gateway.logs import SecretMask
 from gateway.pidfile import PidFileError, PidFileUnwritable, read_pid, remove_pid_file, write_pid_file
-from gateway.reload import restart_only_changes
+from gateway.reload import Reloader, restart_only_changes
 from tests.unit.test_general_config import GENERAL, write_set
 
 
@@ -176,3 +176,45 @@ def test_an_unwritable_pid_file_is_told_apart(tmp_path: Path) -> None:
         raise AssertionError("no error")
     except PidFileUnwritable as exc:
         assert "pidFile" in str(exc) and str(blocker) in str(exc)
+
+
+class _Connector:
+    """A running connector stand-in: prepares as told."""
+
+    def __init__(self, name: str, prepare: object) -> None:
+        self.name = name
+        self.prepare_reload = prepare
+
+
+def _reloader(tmp_path: Path, prepare: object) -> tuple[Reloader, list[LoadedConfig]]:
+    path = write_set(tmp_path, GENERAL)
+    applied: list[LoadedConfig] = []
+    running = load_config(path, env={})
+    reloader = Reloader(lambda: running, lambda: [_Connector("REST", prepare)], applied.append)
+    rest = tmp_path / "rest.json"
+    rest.write_text(rest.read_text(encoding="utf-8").replace('"/my_devices"', '"/renamed"'), encoding="utf-8")
+    return reloader, applied
+
+
+def test_a_connector_that_cannot_build_fails_the_reload_and_nothing_applies(tmp_path: Path) -> None:
+    def cannot(config: object, folders: object) -> None:
+        raise ValueError("the converter cannot be built")
+
+    reloader, applied = _reloader(tmp_path, cannot)
+    result = reloader.reload("test")
+    assert (result.outcome, result.problems) == ("failed", ["ValueError: the converter cannot be built"])
+    assert applied == [] and reloader.stats()["last_ok"] is False and reloader.counts["failed"] == 1
+
+
+def test_a_valid_change_is_prepared_then_applied(tmp_path: Path) -> None:
+    switched: list[object] = []
+
+    def prepare(config: object, folders: object) -> object:
+        return lambda: switched.append(config)
+
+    reloader, applied = _reloader(tmp_path, prepare)
+    before = reloader.loaded_at
+    result = reloader.reload("test")
+    assert result.outcome == "applied" and result.ok
+    assert [m.endpoint for m in switched[0].mappings][0] == "/renamed" and len(applied) == 1
+    assert reloader.loaded_at >= before and reloader.stats()["last_outcome"] == "applied"
