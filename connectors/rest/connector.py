@@ -88,9 +88,12 @@ class RestConnector(Connector):
             by_method = handlers.setdefault(mapping.endpoint, {})
             for method in mapping.methods:
                 by_method[method] = handler
+        requests_running = [h for by_method in previous.values() for h in by_method.values()
+                            if isinstance(h, AttributeRequestHandler)]
         for raw in config.attribute_requests:
             entry = AttributeRequestEntry.from_dict(raw)
-            request_handler = AttributeRequestHandler(entry, self.uplink, self._request_slots, self.log)
+            request_handler = next((h for h in requests_running if h.entry == entry), None) or \
+                AttributeRequestHandler(entry, self.uplink, self._request_slots, self.log)
             by_method = handlers.setdefault(entry.endpoint, {})
             for method in entry.methods:
                 by_method[method] = request_handler  # type: ignore[assignment]

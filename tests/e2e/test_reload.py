@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,6 +208,8 @@ def test_reload_under_load_delivers_every_200(make_daemon, mqtt_subscriber) -> N
     assert samples["applied"] == 3 and samples["unchanged"] == 1 and samples.get("invalid", 0) == 0
     assert samples["rest_gateway_config_last_reload_success"] == 1
     assert "applied" in daemon.log_text() and "Traceback" not in daemon.log_text()
+    took = re.findall(r"switched in (\d+) ms", daemon.log_text())
+    print(f"reloads applied under load in {', '.join(took)} ms (read, checked, built and switched)")
     assert daemon.stop() == 0
 
 
