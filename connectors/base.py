@@ -7,7 +7,7 @@ connector never imports the MQTT client or the storage.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from converters.model import ConvertedData
@@ -24,6 +24,18 @@ class UplinkUnavailable(Exception):
 
 class UplinkRateLimited(UplinkUnavailable):
     """The gateway-wide request rate limit is reached; answer 429 with Retry-After."""
+
+
+class RestartRequired(Exception):
+    """A new config changes what only a restart can apply; ``changes`` names each (for the log)."""
+
+    def __init__(self, changes: Sequence[str]) -> None:
+        super().__init__("; ".join(changes))
+        self.changes = list(changes)
+
+
+#: applies a prepared reload: must not fail, must not block on traffic (see Connector.prepare_reload)
+ApplyReload = Callable[[], None]
 
 
 class Uplink(Protocol):
@@ -80,6 +92,18 @@ class Connector(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop accepting new traffic, finish what is in flight, release resources."""
+
+    def prepare_reload(self, config: Any, extension_paths: Sequence[str]) -> ApplyReload:
+        """Build everything ``config`` (a new, valid config of this type) needs, without using it yet.
+
+        Returns a function that switches to it atomically; the daemon calls it only once every
+        connector has prepared, so a reload applies everywhere or nowhere. Raises
+        :class:`RestartRequired` naming the changes a running connector cannot take; any other
+        exception means the config cannot be used. The default: every change needs a restart.
+        """
+        if config == self.config:
+            return lambda: None
+        raise RestartRequired([f"connector {self.name!r}: its type {self.type_name!r} cannot reload a changed config"])
 
     def on_attribute_update(self, device: str, data: dict[str, Any]) -> None:  # noqa: B027
         """A shared-attribute update from ThingsBoard for ``device`` (keys to new values)."""

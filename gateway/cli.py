@@ -1,4 +1,4 @@
-"""The ``rest-gateway`` command line: ``run`` the daemon or ``check`` its configuration."""
+"""The ``rest-gateway`` command line: ``run`` the daemon, ``check`` its configuration, ``reload`` it."""
 from __future__ import annotations
 
 import argparse
@@ -16,13 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Serve HTTP endpoints for legacy devices and forward their data to ThingsBoard over MQTT."))
     parser.add_argument("--version", action="version", version=f"rest-gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run the gateway in the foreground until SIGINT/SIGTERM"),
-                       ("check", "validate the general config and every connector config it names")):
+    for name, text in (("run", "run the gateway in the foreground until SIGINT/SIGTERM (SIGHUP reloads)"),
+                       ("check", "validate the general config and every connector config it names"),
+                       ("reload", "check the config files, then tell the running gateway to apply them")):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                          help=f"general config file, YAML or JSON (default: {DEFAULT_CONFIG})")
         if name == "run":
             sub.add_argument("--log-level", help="override the config's logLevel (DEBUG, INFO, ...)")
+        if name == "reload":
+            sub.add_argument("--pid-file", help="the running gateway's pid file (default: pidFile of the config)")
     return parser
 
 
@@ -35,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, text = check_report(args.config)
         print(text, file=sys.stdout if code == 0 else sys.stderr)
         return code
+    if args.command == "reload":
+        from gateway.reload_command import reload_command
+
+        return reload_command(args.config, args.pid_file)
     return _run(args.config, args.log_level)
 
 
@@ -66,7 +73,7 @@ def _run(path: str, log_level: str | None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    from gateway.daemon import Daemon, config_secrets, config_token_paths, run_until_signalled
+    from gateway.daemon import Daemon, catch_early_reloads, config_secrets, config_token_paths, run_until_signalled
     from gateway.logs import setup_logging
 
     setup_logging(log_level or loaded.gateway.log_level, config_secrets(loaded), loaded.gateway.logging.format,
@@ -75,14 +82,28 @@ def _run(path: str, log_level: str | None) -> int:
     for warning in loaded.warnings:
         log.warning("config: %s", warning)
     tune_switch_interval()
+    from gateway.pidfile import PidFileError, PidFileUnwritable, remove_pid_file, write_pid_file
+
+    pid_file = loaded.gateway.pid_file
+    early_reloads = catch_early_reloads()
     try:
-        daemon = Daemon(loaded)
-    except Exception as exc:
+        write_pid_file(pid_file)  # first: a second gateway on the same files stops here
+    except PidFileUnwritable as exc:  # e.g. memory storage with the config in a read-only folder
+        log.warning("%s; rest-gateway reload cannot find this gateway (SIGHUP works)", exc)
+    except PidFileError as exc:
         log.error("cannot start: %s", exc)
         return 1
     try:
-        run_until_signalled(daemon)
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    return 0
+        try:
+            daemon = Daemon(loaded, log_level_fixed=log_level is not None)
+        except Exception as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        try:
+            run_until_signalled(daemon, early_reloads)
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        return 0
+    finally:
+        remove_pid_file(pid_file)

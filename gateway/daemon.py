@@ -17,8 +17,12 @@ from gateway.admin.health import liveness, readiness
 from gateway.admin.server import AdminServer
 from gateway.admin.status_page import StatusPage
 from gateway.config.loader import BUNDLED_EXTENSIONS, LoadedConfig
+from gateway.config.model import ReloadConfig
+from gateway.config_watch import ConfigWatcher
 from gateway.downlink import DownlinkRouter
+from gateway.logs import mask_more, set_level
 from gateway.northbound import Northbound
+from gateway.reload import Reloader, ReloadResult
 from gateway.statistics.counting import CountingUplink
 from gateway.statistics.reporter import StatisticsReporter
 from gateway.storage.factory import create_storage
@@ -48,8 +52,10 @@ def config_token_paths(loaded: LoadedConfig) -> Iterator[str]:
 class Daemon:
     """Owns storage, the northbound MQTT client and the connectors."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, log_level_fixed: bool = False) -> None:
+        """``log_level_fixed``: the command line set the log level; a reload keeps it."""
         self.loaded = loaded
+        self.log_level_fixed = log_level_fixed
         self.started_at = time.time()
         self.running = False  # True from the end of start() to the beginning of stop() (readiness)
         cfg = loaded.gateway
@@ -81,6 +87,9 @@ class Daemon:
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
         self._started: list[Connector] = []
         self.status_page: StatusPage | None = None
+        self.reloader = Reloader(lambda: self.loaded, lambda: self.connectors, self._apply_general)
+        self.reloader.listeners.append(self._rebaseline_watcher)
+        self.watcher: ConfigWatcher | None = None
         self.admin = self._admin_server() if cfg.admin.enabled else None
 
     def _admin_server(self) -> AdminServer:
@@ -101,10 +110,42 @@ class Daemon:
         for service in (self.status_page, self.statistics):
             if service is not None:
                 service.start()
+        self._use_watch(self.loaded.gateway.reload)
         self.running = True
         log.info("rest-gateway started: %d connector(s), storage %s, ThingsBoard %s:%d",
                  len(self.connectors), self.loaded.gateway.storage.type,
                  self.loaded.gateway.thingsboard.host, self.loaded.gateway.thingsboard.port)
+
+    def reload(self, reason: str) -> ReloadResult:
+        """Apply the config files as they are on disk now, whole or not at all (see gateway/reload.py)."""
+        return self.reloader.reload(reason)
+
+    def config_files(self) -> list[str]:
+        """The files the running configuration was read from: gateway.yaml, then each connector's."""
+        return [self.loaded.gateway.file, *(entry.configuration for entry, _ in self.loaded.connectors)]
+
+    def _apply_general(self, new: LoadedConfig) -> None:
+        """A reload's live general settings: log level, log masks, watching (the rest needs a restart)."""
+        self.loaded = new
+        mask_more(config_secrets(new), config_token_paths(new))
+        if not self.log_level_fixed:
+            set_level(new.gateway.log_level)
+        self._use_watch(new.gateway.reload)
+
+    def _use_watch(self, config: ReloadConfig) -> None:
+        """Watch the config files as ``config`` says (start, stop, or restart at another interval)."""
+        watcher = self.watcher
+        if watcher is not None and (not config.watch or watcher.interval != config.interval_s):
+            watcher.stop()
+            self.watcher = watcher = None
+        if config.watch and watcher is None:
+            self.watcher = ConfigWatcher(self.config_files, config.interval_s, self.reload,
+                                         logging.getLogger("gateway.reload"))
+            self.watcher.start()
+
+    def _rebaseline_watcher(self, result: ReloadResult) -> None:
+        if self.watcher is not None:
+            self.watcher.rebaseline()  # a SIGHUP's reload read the files: no second reload for them
 
     def stop(self) -> None:
         """Stop accepting requests, finish in-flight ones, deliver what is in flight, disconnect.
@@ -115,6 +156,7 @@ class Daemon:
         for service in (self.statistics, self.status_page):
             if service is not None:
                 service.stop()
+        self._use_watch(ReloadConfig(watch=False))
         for connector in reversed(self._started):
             try:
                 connector.stop()
@@ -128,19 +170,46 @@ class Daemon:
         log.info("rest-gateway stopped")
 
 
-def run_until_signalled(daemon: Daemon) -> None:
-    """Start ``daemon`` and block until SIGINT or SIGTERM, then stop it."""
-    stop = threading.Event()
+def catch_early_reloads() -> list[str]:
+    """Record SIGHUPs from now on instead of dying of them (the default action); pass the list on.
+
+    Installed before the pid file is written, so a ``rest-gateway reload`` that finds the pid file
+    of a gateway still starting asks for a reload once it runs rather than killing it.
+    """
+    reloads: list[str] = []
+    signal.signal(signal.SIGHUP, lambda signum, _frame: reloads.append(signal.Signals(signum).name))
+    return reloads
+
+
+def run_until_signalled(daemon: Daemon, reloads: list[str] | None = None) -> None:
+    """Start ``daemon`` and block until SIGINT or SIGTERM, then stop it; SIGHUP reloads its config.
+
+    The signal handlers only set flags: the reload runs in this (the main) thread's loop, never
+    inside a handler. ``reloads``: SIGHUPs already received (see :func:`catch_early_reloads`).
+    """
+    wake = threading.Event()
+    stopping: list[str] = []
+    reloads = [] if reloads is None else reloads
 
     def request_stop(signum: int, _frame: object) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
+        stopping.append(signal.Signals(signum).name)
+        wake.set()
+
+    def request_reload(signum: int, _frame: object) -> None:
+        reloads.append(signal.Signals(signum).name)
+        wake.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_reload)
     try:
         daemon.start()
-        while not stop.wait(1.0):
-            pass
+        while not stopping:
+            wake.wait(1.0)
+            wake.clear()
+            if reloads and not stopping:
+                reloads.clear()  # several SIGHUPs while one reload runs: one more reload reads them all
+                daemon.reload("SIGHUP")
     finally:
         daemon.stop()
         for sig, handler in previous.items():

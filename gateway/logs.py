@@ -22,10 +22,19 @@ class SecretMask(logging.Filter):
 
     def __init__(self, secrets: Iterable[str], token_paths: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
-        prefixes = sorted({p.rstrip("/") for p in token_paths if p and p.strip("/")}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self._prefixes: set[str] = set()
+        self._paths: re.Pattern[str] | None = None
+        self.extend(secrets, token_paths)
+
+    def extend(self, secrets: Iterable[str], token_paths: Iterable[str] = ()) -> None:
+        """Mask these secrets and token paths as well from now on (a reload brought new ones)."""
+        found = set(self.secrets) | {s for s in secrets if s and len(s) >= 3}
+        self._prefixes |= {p.rstrip("/") for p in token_paths if p and p.strip("/")}
+        prefixes = sorted(self._prefixes, key=len, reverse=True)
         self._paths = (re.compile("(" + "|".join(re.escape(p) for p in prefixes) + r")/[^/\s?#\"']+")
                        if prefixes else None)
+        self.secrets = sorted(found, key=len, reverse=True)  # one assignment: a record sees old or new list
 
     def mask(self, text: str) -> str:
         """``text`` with every secret and device-token path segment replaced by ``***``."""
@@ -102,3 +111,16 @@ def setup_logging(level: str, secrets: Iterable[str] = (), fmt: str = "text",
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def mask_more(secrets: Iterable[str], token_paths: Iterable[str] = ()) -> None:
+    """Make the installed log masks hide these secrets and token paths too (after a reload)."""
+    for handler in logging.getLogger().handlers:
+        for item in handler.filters:
+            if isinstance(item, SecretMask):
+                item.extend(secrets, token_paths)
+
+
+def set_level(level: str) -> None:
+    """Log at ``level`` from now on (a reload changed logLevel)."""
+    logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))

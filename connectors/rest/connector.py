@@ -1,4 +1,4 @@
-"""The REST connector: builds converters and handlers from a RestConfig and runs the HTTP server."""
+"""The REST connector: builds converters and handlers from a RestConfig, runs the HTTP server, swaps them on reload."""
 from __future__ import annotations
 
 import logging
@@ -7,16 +7,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from connectors.base import Connector, Uplink
+from flask import Flask
+
+from connectors.base import ApplyReload, Connector, RestartRequired, Uplink
 from connectors.rest.app import create_app
+from connectors.rest.app_switch import AppSwitch
 from connectors.rest.device_api.coap.server import CoapServer
 from connectors.rest.device_api.service import DeviceApi
 from connectors.rest.device_api.views import register_device_api
+from connectors.rest.dispatch import RequestHandler
 from connectors.rest.downlink.attribute_requests import AttributeRequestEntry, AttributeRequestHandler
-from connectors.rest.downlink.service import DownlinkService
+from connectors.rest.downlink.service import DownlinkEntries, DownlinkService
 from connectors.rest.handler import MappingHandler
 from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import RestConfig
+from connectors.rest.reload_checks import restart_only_changes
 from connectors.rest.response_waits import ResponseWaits
 from connectors.rest.server import HttpServer
 from converters.loader import load_converter
@@ -34,25 +39,10 @@ class RestConnector(Connector):
         super().__init__(name, config, uplink)
         self.log = logger or logging.getLogger(f"connectors.rest.{name}")
         self.request_metrics = RequestMetrics() if metrics else None
-        handlers: dict[str, dict[str, MappingHandler]] = {}
         waiting = any(mapping.response.expected for mapping in config.mappings)
         self.response_waits = ResponseWaits(config.server.max_waiting_responses) if waiting else None
-        for mapping in config.mappings:
-            converter = load_converter(mapping.converter, extension_paths, self.log)
-            handler = MappingHandler(mapping, converter, uplink, self.log, self.request_metrics, self.response_waits)
-            by_method = handlers.setdefault(mapping.endpoint, {})
-            for method in mapping.methods:
-                by_method[method] = handler
         # waiting attribute requests always leave waitress threads free for other requests
-        slots = threading.BoundedSemaphore(max(1, config.server.threads - 2))
-        for raw in config.attribute_requests:
-            entry = AttributeRequestEntry.from_dict(raw)
-            request_handler = AttributeRequestHandler(entry, uplink, slots, self.log)
-            by_method = handlers.setdefault(entry.endpoint, {})
-            for method in entry.methods:
-                by_method[method] = request_handler  # type: ignore[assignment]
-        self.app = create_app(handlers, config.server.max_body_bytes, self._status, self.log,
-                              self.request_metrics)
+        self._request_slots = threading.BoundedSemaphore(max(1, config.server.threads - 2))
         server_config = config.server
         self.device_api: DeviceApi | None = None
         self.coap: CoapServer | None = None
@@ -61,15 +51,81 @@ class RestConnector(Connector):
             coap = config.device_api.coap
             if coap is not None and coap.enabled:
                 self.coap = CoapServer(self.device_api, coap, self.log)
-            register_device_api(self.app, self.device_api)
             # a waiting long poll holds a waitress thread: one more thread per allowed poll
             server_config = replace(server_config,
                                     threads=server_config.threads + config.device_api.max_concurrent_polls)
         if self.response_waits is not None:
             # a request waiting for ThingsBoard's answer (responseExpected) holds a thread: one more per wait
             server_config = replace(server_config, threads=server_config.threads + self.response_waits.limit)
-        self.server = HttpServer(self.app, server_config, self.log)
+        self._extension_paths = list(extension_paths)
+        self.handlers = self._build_handlers(config, extension_paths, {})
+        self.app_switch = AppSwitch(self._build_app(config, self.handlers))
+        self.server = HttpServer(self.app_switch, server_config, self.log)
         self.downlink = DownlinkService(config, uplink, self.own_address, self.log)
+
+    @property
+    def app(self) -> Flask:
+        """The Flask app serving requests now (a reload replaces it)."""
+        return self.app_switch.current  # type: ignore[return-value]
+
+    def _build_handlers(self, config: RestConfig, extension_paths: Sequence[str],
+                        previous: dict[str, dict[str, RequestHandler]]) -> dict[str, dict[str, RequestHandler]]:
+        """endpoint → method → handler for ``config``; an unchanged mapping of ``previous`` keeps its handler."""
+        same_folders = list(extension_paths) == list(self._extension_paths)
+        running = [h for by_method in previous.values() for h in by_method.values()
+                   if isinstance(h, MappingHandler)] if same_folders else []
+        handlers: dict[str, dict[str, RequestHandler]] = {}
+        for mapping in config.mappings:
+            handler = next((h for h in running if h.mapping == mapping), None)
+            if handler is None:
+                converter = load_converter(mapping.converter, extension_paths, self.log)
+                handler = MappingHandler(mapping, converter, self.uplink, self.log, self.request_metrics,
+                                         self.response_waits)
+                before = previous.get(mapping.endpoint, {})
+                old = next((h for m in mapping.methods if isinstance(h := before.get(m), MappingHandler)), None)
+                if old is not None:
+                    handler.keep_state_of(old)
+            by_method = handlers.setdefault(mapping.endpoint, {})
+            for method in mapping.methods:
+                by_method[method] = handler
+        requests_running = [h for by_method in previous.values() for h in by_method.values()
+                            if isinstance(h, AttributeRequestHandler)]
+        for raw in config.attribute_requests:
+            entry = AttributeRequestEntry.from_dict(raw)
+            request_handler = next((h for h in requests_running if h.entry == entry), None) or \
+                AttributeRequestHandler(entry, self.uplink, self._request_slots, self.log)
+            by_method = handlers.setdefault(entry.endpoint, {})
+            for method in entry.methods:
+                by_method[method] = request_handler  # type: ignore[assignment]
+        return handlers
+
+    def _build_app(self, config: RestConfig, handlers: dict[str, dict[str, RequestHandler]]) -> Flask:
+        app = create_app(handlers, config.server.max_body_bytes, self._status, self.log, self.request_metrics)
+        if self.device_api is not None:
+            register_device_api(app, self.device_api)  # the same DeviceApi: its state outlives a reload
+        return app
+
+    def prepare_reload(self, config: RestConfig, extension_paths: Sequence[str]) -> ApplyReload:
+        """Build the new app (endpoints, converters, security) and downlink rules; apply them on call.
+
+        Raises RestartRequired for listener or device API changes (see reload_checks.py).
+        """
+        changes = restart_only_changes(self.config, config, self.response_waits is not None)
+        if changes:
+            raise RestartRequired(changes)
+        handlers = self._build_handlers(config, extension_paths, self.handlers)
+        app = self._build_app(config, handlers)
+        entries = self.downlink.prepare_entries(config)
+
+        summary = _reload_summary(self.handlers, handlers, entries)
+
+        def apply() -> None:
+            self.config, self.handlers, self._extension_paths = config, handlers, list(extension_paths)
+            self.downlink.use_entries(entries)
+            self.app_switch.switch(app)
+            self.log.info("reload: %s", summary)
+
+        return apply
 
     def own_address(self) -> str:
         """This connector's own HTTP address (relative downlink URLs without any baseUrl use it)."""
@@ -142,3 +198,15 @@ class RestConnector(Connector):
         if self.coap is not None:
             stats.update(self.coap.stats())
         return stats
+
+
+def _reload_summary(old: dict[str, dict[str, RequestHandler]], new: dict[str, dict[str, RequestHandler]],
+                    entries: DownlinkEntries) -> str:
+    """What a reload changes, for the log: endpoints added, removed and changed, and the downlink rules."""
+    added = [e for e in new if e not in old]
+    removed = [e for e in old if e not in new]
+    changed = [e for e in new if e in old and new[e] != old[e]]
+    parts = [f"{label} {', '.join(items)}" for label, items in
+             (("endpoints added:", added), ("removed:", removed), ("changed:", changed)) if items]
+    return "; ".join([*(parts or ["endpoints unchanged"]),
+                      f"downlink: {len(entries.attribute_updates)} attributeUpdates, {len(entries.rpc)} serverSideRpc"])

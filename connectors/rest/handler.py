@@ -50,6 +50,16 @@ class MappingHandler:
         self._always_raw = bool(getattr(converter, "raw_body", False))  # the converter asks for bytes
         self._want_raw = self._always_raw or mapping.converter.type == "custom"
 
+    def keep_state_of(self, old: MappingHandler) -> None:
+        """Over a reload, keep what ``old`` learnt where its setting did not change: the hmac replay
+        cache, the rate limit's buckets, the reportStrategy's last values."""
+        if old.mapping.security == self.mapping.security:
+            self._auth = old._auth
+        if old.mapping.rate_limit == self.mapping.rate_limit:
+            self._limit = old._limit
+        if old.report is not None and self.report is not None and old.report.strategies == self.report.strategies:
+            self.report = old.report
+
     def __call__(self, request: Request, path_vars: dict[str, Any]) -> Response:
         if not self.response.has_unsuccessful:
             return self._authenticated(request, path_vars)

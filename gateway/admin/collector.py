@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from gateway.admin.reload_metrics import reload_families
 from gateway.stats import LATENCY_BUCKETS
 
 P = "rest_gateway_"
@@ -61,6 +62,9 @@ class GatewayCollector:
         yield info
         yield from storage_families(daemon.storage, daemon.loaded.gateway.storage)
         yield from mqtt_families(daemon.northbound)
+        reloader = getattr(daemon, "reloader", None)
+        if reloader is not None:
+            yield from reload_families(reloader.stats())
         for connector in daemon.connectors:
             yield from connector_families(connector.name, connector.metrics())
 

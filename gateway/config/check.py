@@ -59,7 +59,7 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
     lines = [f"  ThingsBoard {tb.host}:{tb.port} ({tb.protocol}, {auth}{tls}, QoS {tb.qos})",
              f"  storage {storage.type}{where}, at most {storage.max_records} records{limited}",
              f"  log level {cfg.log_level}, log format {cfg.logging.format}",
-             _admin_summary(cfg), _statistics_summary(cfg)]
+             _admin_summary(cfg), _statistics_summary(cfg), _reload_summary(cfg)]
     lines += [f"  extension folder {p}" for p in cfg.extension_paths]
     return lines
 
@@ -78,6 +78,11 @@ def _statistics_summary(cfg: GatewayConfig) -> str:
     if not stats.enabled:
         return "  statistics to ThingsBoard off"
     return f"  statistics to ThingsBoard every {stats.period_seconds} s (v1/devices/me/telemetry)"
+
+
+def _reload_summary(cfg: GatewayConfig) -> str:
+    watch = f" and on file changes (checked every {cfg.reload.interval_s:g} s)" if cfg.reload.watch else ""
+    return f"  pid file {cfg.pid_file}; reloads on SIGHUP / rest-gateway reload{watch}"
 
 
 def format_problems(problems: list[ConfigProblem]) -> str:

@@ -17,7 +17,7 @@ from gateway.config.model import (
     ThingsBoardConfig,
     TlsConfig,
 )
-from gateway.config.operations import read_admin, read_logging, read_statistics
+from gateway.config.operations import read_admin, read_logging, read_pid_file, read_reload, read_statistics
 from gateway.config.schema_check import check_schema, load_schema, schema_path
 from gateway.rate_limit import read_rate_limit
 
@@ -66,7 +66,8 @@ def read_general(data: Any, file: str, problems: Problems, env: Mapping[str, str
         return None
     return GatewayConfig(file=file, thingsboard=tb, storage=storage, connectors=connectors,
                          log_level=log_level, extension_paths=tuple(paths), admin=admin,
-                         logging=logging_config, statistics=statistics)
+                         logging=logging_config, statistics=statistics, reload=read_reload(data.get("reload")),
+                         pid_file=read_pid_file(data.get("pidFile"), file, storage.data_file_path))
 
 
 def _obj(value: Any) -> dict:

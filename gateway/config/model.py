@@ -94,6 +94,14 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadConfig:
+    """Hot reload: with ``watch``, a change of gateway.yaml or a connector file on disk is applied."""
+
+    watch: bool = False
+    interval_s: float = 1.0  # how often the files are looked at (mtime, size, then content hash)
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectorEntry:
     """One connector named in the general config."""
 
@@ -115,3 +123,5 @@ class GatewayConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
+    pid_file: str = ""  # where the running daemon writes its pid (default: beside the storage file)

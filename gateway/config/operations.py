@@ -1,14 +1,16 @@
-"""Reads the operations sections of the general config: ``admin`` (the admin listener), ``logging``, ``statistics``."""
+"""Reads the operations sections of the general config: admin, logging, statistics, reload, pidFile."""
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any
 
-from gateway.config.document import Problems
-from gateway.config.model import AdminConfig, LoggingConfig, StatisticsConfig
+from gateway.config.document import Problems, resolve_path
+from gateway.config.model import AdminConfig, LoggingConfig, ReloadConfig, StatisticsConfig
 
 _ADMIN = AdminConfig()
 _STATISTICS = StatisticsConfig()
+_RELOAD = ReloadConfig()
 LOG_FORMATS = ("text", "json")
 
 
@@ -75,3 +77,20 @@ def read_statistics(top: Any, under_thingsboard: Any, problems: Problems) -> Sta
         return _STATISTICS
     return StatisticsConfig(enabled=_value(data, "enable", bool, _STATISTICS.enabled),
                             period_seconds=_value(data, "statsSendPeriodInSeconds", int, _STATISTICS.period_seconds))
+#: the pid file's name when ``pidFile`` is not set: beside the storage file
+DEFAULT_PID_FILE_NAME = "rest-gateway.pid"
+
+
+def read_reload(data: Any) -> ReloadConfig:
+    """The ``reload`` section: ``watch`` and ``intervalSeconds`` (the schema has reported wrong types)."""
+    if not isinstance(data, dict):
+        return ReloadConfig()
+    interval = _value(data, "intervalSeconds", (int, float), _RELOAD.interval_s)
+    return ReloadConfig(watch=_value(data, "watch", bool, False), interval_s=float(interval))
+
+
+def read_pid_file(value: Any, file: str, storage_file: str) -> str:
+    """The absolute pid file path: ``pidFile`` relative to ``file``, or beside ``storage_file``."""
+    if isinstance(value, str) and value.strip():
+        return resolve_path(value.strip(), file)
+    return os.path.join(os.path.dirname(os.path.abspath(storage_file)), DEFAULT_PID_FILE_NAME)

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from connectors.base import Uplink
@@ -57,6 +58,15 @@ def rpc_reply(outcome: Outcome) -> dict[str, Any]:
     return {"error": outcome.reason, "code": 502}
 
 
+@dataclass
+class DownlinkEntries:
+    """One config's downlink rules, parsed."""
+
+    attribute_updates: list[AttributeUpdateEntry]
+    rpc: list[RpcEntry]
+    connector_base: str  # server.baseUrl: what relative URLs are resolved against
+
+
 class DownlinkService:
     """The REST connector's downlink: matching, rendering, relaying (ordered per device) and replies."""
 
@@ -65,25 +75,10 @@ class DownlinkService:
         self.uplink = uplink
         self.log = logger
         self.own_address = own_address
-        self.connector_base = config.server.base_url
-        prefix = "/requestsMapping" if config.format == "current" else ""
-        problems: list[str] = []
         self.attribute_entries: list[AttributeUpdateEntry] = []
         self.rpc_entries: list[RpcEntry] = []
-        for index, raw in enumerate(config.attribute_updates):
-            pointer = join(prefix, "attributeUpdates", index)
-            try:
-                self.attribute_entries.append(parse_attribute_update(raw, pointer, config.file))
-            except EntryError as exc:
-                problems.append(f"{pointer}: {exc}")
-        for index, raw in enumerate(config.server_side_rpc):
-            pointer = join(prefix, "serverSideRpc", index)
-            try:
-                self.rpc_entries.append(parse_rpc(raw, pointer, config.file))
-            except EntryError as exc:
-                problems.append(f"{pointer}: {exc}")
-        if problems:
-            raise ValueError("invalid downlink entries: " + "; ".join(problems))
+        self.connector_base = ""
+        self.use_entries(self.prepare_entries(config))
         self._stop = threading.Event()
         self.relay = Relay(self._stop)
         kwargs = {"workers": workers} if workers else {}
@@ -92,6 +87,33 @@ class DownlinkService:
         self.relays: dict[tuple[str, str], int] = {}  # (entry pointer, outcome kind) → relays
         self.relay_latency: dict[str, Histogram] = {}  # entry pointer → seconds per relay (all tries)
         self._lock = threading.Lock()
+
+    @staticmethod
+    def prepare_entries(config: RestConfig) -> DownlinkEntries:
+        """The parsed attributeUpdates and serverSideRpc entries of ``config``; ValueError if any is invalid."""
+        prefix = "/requestsMapping" if config.format == "current" else ""
+        problems: list[str] = []
+        entries = DownlinkEntries([], [], config.server.base_url)
+        for index, raw in enumerate(config.attribute_updates):
+            pointer = join(prefix, "attributeUpdates", index)
+            try:
+                entries.attribute_updates.append(parse_attribute_update(raw, pointer, config.file))
+            except EntryError as exc:
+                problems.append(f"{pointer}: {exc}")
+        for index, raw in enumerate(config.server_side_rpc):
+            pointer = join(prefix, "serverSideRpc", index)
+            try:
+                entries.rpc.append(parse_rpc(raw, pointer, config.file))
+            except EntryError as exc:
+                problems.append(f"{pointer}: {exc}")
+        if problems:
+            raise ValueError("invalid downlink entries: " + "; ".join(problems))
+        return entries
+
+    def use_entries(self, entries: DownlinkEntries) -> None:
+        """Match later downlink messages against ``entries`` (a reload); relays queued already keep theirs."""
+        self.attribute_entries, self.rpc_entries = entries.attribute_updates, entries.rpc
+        self.connector_base = entries.connector_base
 
     @property
     def alive(self) -> bool:
