@@ -89,6 +89,9 @@ class Daemon:
 
     def request_restart(self) -> None:
         """Stop as on SIGTERM, then have the CLI start the gateway again in this process (docs/operations.md)."""
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            log.error("restart refused: this daemon is not run by run_until_signalled (the CLI)")
+            return
         self.restart_requested = True
         os.kill(os.getpid(), signal.SIGTERM)
 
