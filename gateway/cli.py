@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -104,6 +105,23 @@ def _run(path: str, log_level: str | None) -> int:
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1
-        return 0
     finally:
-        remove_pid_file(pid_file)
+        remove_pid_file(pid_file)  # before a restart too: the new run writes it again (same pid)
+    if daemon.restart_requested:
+        restart_process(log)
+    return 0
+
+
+def restart_process(log: logging.Logger) -> None:
+    """Replace this process by a fresh run of the same command line (same PID, so systemd, Docker
+    and a supervising parent see one process that stayed up); never returns unless exec fails."""
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    log.info("restarting: %s", " ".join(argv))
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as exc:  # the service manager restarts on a failure exit (Restart=on-failure)
+        log.error("cannot restart in place (%s); exiting with 75 so the service manager restarts it", exc)
+        logging.shutdown()
+        os._exit(75)

@@ -20,6 +20,7 @@ from gateway.config.loader import BUNDLED_EXTENSIONS, LoadedConfig
 from gateway.config.model import ReloadConfig
 from gateway.config_watch import ConfigWatcher
 from gateway.downlink import DownlinkRouter
+from gateway.gateway_rpc import GatewayRpc
 from gateway.logs import mask_more, set_level
 from gateway.northbound import Northbound
 from gateway.reload import Reloader, ReloadResult
@@ -58,6 +59,7 @@ class Daemon:
         self.log_level_fixed = log_level_fixed
         self.started_at = time.time()
         self.running = False  # True from the end of start() to the beginning of stop() (readiness)
+        self.restart_requested = False  # ThingsBoard's gateway_restart: the CLI starts the process again
         cfg = loaded.gateway
         self.storage = create_storage(cfg.storage)
         dead_letter = None
@@ -73,18 +75,22 @@ class Daemon:
         # event storage; with several connectors, each gets a folder named after it
         state_dir = os.path.dirname(os.path.abspath(cfg.storage.data_file_path))
         self.connectors: list[Connector] = []
+        uplinks = {}
         for entry, config in loaded.connectors:
             kind = connector_type(entry.type)
             if kind is None:  # load_config reported it; only a caller bypassing it gets here
                 raise ValueError(f"unknown connector type {entry.type!r}")
             own_dir = state_dir if len(loaded.connectors) == 1 else \
                 os.path.join(state_dir, re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name))
-            uplink = self.uplink if self.statistics is None else \
-                CountingUplink(self.uplink, self.statistics.counts_for(entry.name))
+            uplinks[entry.name] = self.uplink.for_connector(entry.name)
+            uplink = uplinks[entry.name] if self.statistics is None else \
+                CountingUplink(uplinks[entry.name], self.statistics.counts_for(entry.name))
             self.connectors.append(kind.create(ConnectorContext(
                 entry.name, config, uplink, extension_paths,
                 logging.getLogger(f"connectors.{entry.type}.{entry.name}"), own_dir, metrics=cfg.admin.enabled)))
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
+        self.northbound.set_gateway_rpc_handler(GatewayRpc(self.northbound, uplinks, self.storage.count,
+                                                           self.request_restart, log))
         self._started: list[Connector] = []
         self.status_page: StatusPage | None = None
         self.reloader = Reloader(lambda: self.loaded, lambda: self.connectors, self._apply_general)
@@ -98,6 +104,14 @@ class Daemon:
         app = AdminApp(self.loaded.gateway.admin, exporter(self), lambda: liveness(self), lambda: readiness(self),
                        self.status_page.render, admin_log)
         return AdminServer(app, self.loaded.gateway.admin, admin_log)
+
+    def request_restart(self) -> None:
+        """Stop as on SIGTERM, then have the CLI start the gateway again in this process (docs/operations.md)."""
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            log.error("restart refused: this daemon is not run by run_until_signalled (the CLI)")
+            return
+        self.restart_requested = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def start(self) -> None:
         """Connect to ThingsBoard in the background, start every connector, then the admin listener."""

@@ -97,6 +97,10 @@ class GatewayUplink:
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)
 
+    def for_connector(self, name: str) -> ConnectorUplink:
+        """The uplink handed to connector ``name``: the same, plus who posted through it (activity, stats)."""
+        return ConnectorUplink(self, name)
+
     def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
         return self.northbound.client_rpc(method, params, timeout)
 
@@ -120,3 +124,36 @@ class GatewayUplink:
             "thingsboard": self.northbound.stats(),
             "storage": {"ok": storage_ok, "events": events},
         }
+
+
+class ConnectorUplink:
+    """One connector's view of :class:`GatewayUplink`: stores the same way, and notes each device that
+    posted through it (inactivity checks, the ``devices`` and ``stats`` gateway RPCs)."""
+
+    def __init__(self, shared: GatewayUplink, connector: str) -> None:
+        self.shared = shared
+        self.connector = connector
+        self.events_produced = 0  # messages stored through this connector since start
+        # in-process tests and benchmarks may pass a northbound without activity tracking
+        self._posted = getattr(shared.northbound, "device_posted", None)
+
+    def send(self, data: Sequence[ConvertedData]) -> None:
+        self.shared.send(data)
+        self.events_produced += len(data)  # a lost increment under a race only blurs a statistic
+        if self._posted is not None:
+            self._posted([item.device_name for item in data], self.connector)
+
+    def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
+        self.shared.publish_rpc_reply(device, request_id, data)
+
+    def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
+        return self.shared.client_rpc(method, params, timeout)
+
+    def claim(self, device: str, secret_key: str, duration_ms: int) -> None:
+        self.shared.claim(device, secret_key, duration_ms)
+
+    def request_attributes(self, device: str, client: bool, keys: list[str], timeout: float) -> dict[str, Any] | None:
+        return self.shared.request_attributes(device, client, keys, timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.shared.status()

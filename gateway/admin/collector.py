@@ -32,7 +32,9 @@ _MQTT_COUNTERS = (("publishes", "published", "MQTT publishes sent (stored events
                   ("reconnects", "reconnects", "sessions established after the first one"),
                   ("rate_limited", "rate_limited", "publishes delayed by the rate limits"),
                   ("duplicates_resent", "duplicates_resent", "events published again after a lost session"),
-                  ("rpc_replies_dropped", "rpc_replies_dropped", "RPC replies dropped while ThingsBoard was away"))
+                  ("rpc_replies_dropped", "rpc_replies_dropped", "RPC replies dropped while ThingsBoard was away"),
+                  ("gateway_rpcs", "gateway_rpcs", "RPCs to the gateway device itself (gateway_ping, ...)"),
+                  ("devices_disconnected", "devices_disconnected", "devices disconnected for inactivity"))
 
 
 def histogram(name: str, doc: str, labels: Sequence[str]) -> HistogramMetricFamily:

@@ -60,6 +60,10 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
              f"  storage {storage.type}{where}, at most {storage.max_records} records{limited}",
              f"  log level {cfg.log_level}, log format {cfg.logging.format}",
              _admin_summary(cfg), _statistics_summary(cfg), _reload_summary(cfg)]
+    activity = tb.device_activity
+    if activity.enabled:
+        lines.append(f"  devices silent for {activity.timeout:g} s are disconnected from ThingsBoard "
+                     f"(checked every {activity.check_period:g} s)")
     lines += [f"  extension folder {p}" for p in cfg.extension_paths]
     return lines
 

@@ -11,6 +11,7 @@ from gateway.config.env_secrets import resolve_env_secrets
 from gateway.config.locate import join
 from gateway.config.model import (
     ConnectorEntry,
+    DeviceActivityConfig,
     GatewayConfig,
     RateLimits,
     StorageConfig,
@@ -117,8 +118,18 @@ def _thingsboard(data: dict, file: str, problems: Problems, env: Mapping[str, st
         rate_limits=_rate_limits(data, problems),
         min_reconnect_delay=min_delay, max_reconnect_delay=max_delay,
         send_linger_ms=float(_get(data, "sendLingerMs", (int, float), _TB.send_linger_ms)),
+        device_activity=_device_activity(_obj(data.get("checkingDeviceActivity"))),
         **credentials,
     )
+
+
+def _device_activity(data: dict) -> DeviceActivityConfig:
+    """``checkingDeviceActivity`` as the reference spells it (the schema has checked the types)."""
+    default = _TB.device_activity
+    return DeviceActivityConfig(
+        enabled=_get(data, "checkDeviceInactivity", bool, default.enabled),
+        timeout=float(_get(data, "inactivityTimeoutSeconds", (int, float), default.timeout)),
+        check_period=float(_get(data, "inactivityCheckPeriodSeconds", (int, float), default.check_period)))
 
 
 def _security(data: dict, file: str, problems: Problems, env: Mapping[str, str]) -> dict[str, Any]:

@@ -25,6 +25,15 @@ class RateLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceActivityConfig:
+    """``thingsboard.checkingDeviceActivity``: disconnect devices that stopped posting (off by default)."""
+
+    enabled: bool = False  # checkDeviceInactivity
+    timeout: float = 200.0  # inactivityTimeoutSeconds: idle this long means disconnected
+    check_period: float = 10.0  # inactivityCheckPeriodSeconds: how often idle devices are looked for
+
+
+@dataclass(frozen=True, slots=True)
 class ThingsBoardConfig:
     """Where and how to reach ThingsBoard's MQTT gateway API."""
 
@@ -43,6 +52,7 @@ class ThingsBoardConfig:
     min_reconnect_delay: float = 1.0
     max_reconnect_delay: float = 60.0
     send_linger_ms: float = 5.0  # under load, publishes of stored events at least this far apart
+    device_activity: DeviceActivityConfig = field(default_factory=DeviceActivityConfig)
 
     def __repr__(self) -> str:  # never print secrets
         return f"ThingsBoardConfig(host={self.host!r}, port={self.port}, protocol={self.protocol!r})"

@@ -9,22 +9,26 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from gateway.config.model import ThingsBoardConfig
+from gateway.northbound.activity import DeviceActivity
 from gateway.northbound.dead_letters import DeadLetterFile
 from gateway.northbound.inbound import (
     SUBSCRIPTIONS,
+    TOPIC_GATEWAY_RPC_REQUESTS,
     TOPIC_OWN_RPC_RESPONSE,
     AttributeResponse,
     AttributeUpdate,
     EchoFilter,
+    GatewayRpcRequest,
     Malformed,
     OwnRpcResponse,
     RpcRequest,
+    is_subscribed,
     parse_inbound,
 )
 from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import parse_session_limits
 from gateway.northbound.own_calls import OwnCalls
-from gateway.northbound.packing import DeadLetter, Publish, encode, rpc_reply_publish
+from gateway.northbound.packing import DeadLetter, Publish, encode, own_rpc_reply_publish, rpc_reply_publish
 from gateway.northbound.sender import Sender
 from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
 from gateway.stats import Histogram
@@ -48,6 +52,12 @@ class DownlinkHandler(Protocol):
     def on_rpc(self, device: str, request_id: int, method: str, params: Any) -> None: ...
 
 
+class GatewayRpcHandler(Protocol):
+    """Answers ThingsBoard's RPCs to the gateway device itself; called on a worker thread."""
+
+    def on_gateway_rpc(self, request_id: int, method: str, params: Any) -> None: ...
+
+
 class Northbound:
     """Keeps one MQTT connection to ThingsBoard alive and drains ``storage`` into it, at least once."""
 
@@ -63,6 +73,9 @@ class Northbound:
             linger_ms = getattr(config, "send_linger_ms", DEFAULT_SEND_LINGER_MS)
         self.address = f"{config.host}:{config.port}"
         self._handler: DownlinkHandler | None = None
+        self._gateway_rpc: GatewayRpcHandler | None = None
+        self.activity = DeviceActivity()  # when each device last posted (inactivity, the devices RPC)
+        self._flushed = threading.Condition(threading.Lock())  # queued replies were taken by the sender
         self._stop = threading.Event()
         self._stop_deadline = 0.0
         self._thread: threading.Thread | None = None
@@ -75,13 +88,14 @@ class Northbound:
         self._own = OwnCalls(self._queue_out, self._withdraw, self._on_session_limits, self.log)
         # owned for the client's whole life; it sees this object only as a SenderHost
         self.sender = Sender(config, storage, self.known, self, self.log, read_batch=read_batch,
-                             linger=max(float(linger_ms), 0.0) / 1000.0)
+                             linger=max(float(linger_ms), 0.0) / 1000.0, activity=self.activity)
         self._attr_pool: ThreadPoolExecutor | None = None
         self._rpc_pool: ThreadPoolExecutor | None = None
         self.counters = {"published": 0, "acked": 0, "rejected": 0, "dead_lettered": 0, "reconnects": 0,
                          "connects": 0, "events_sent": 0, "storage_trims": 0, "duplicates_resent": 0,
                          "downlink_ignored": 0, "rpc_replies_dropped": 0, "rate_limited": 0,
-                         "bytes_sent": 0, "received": 0}  # payload bytes published, messages received
+                         "bytes_sent": 0, "received": 0,  # payload bytes published, messages received
+                         "gateway_rpcs": 0, "devices_disconnected": 0}
         self.rate_limit_wait = 0.0  # seconds publishes waited for the rate limits (sender thread only)
         self.puback_latency = Histogram()  # seconds from publish to PUBACK (sender thread only)
         self.heartbeat = 0.0  # monotonic time the sender thread last went round its loop
@@ -91,6 +105,10 @@ class Northbound:
     def set_downlink_handler(self, handler: DownlinkHandler) -> None:
         """Where attribute updates and RPCs go; set before :meth:`start`."""
         self._handler = handler
+
+    def set_gateway_rpc_handler(self, handler: GatewayRpcHandler) -> None:
+        """Who answers RPCs to the gateway device (``v1/devices/me/rpc/request/+``); set before :meth:`start`."""
+        self._gateway_rpc = handler
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting until :meth:`stop`."""
@@ -120,6 +138,29 @@ class Northbound:
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         """Queue a reply to a server-side RPC (sent at ``config.qos``); raises ValueError if malformed."""
         self._queue_out(rpc_reply_publish(device, request_id, data))
+
+    def publish_own_rpc_reply(self, request_id: int, data: Any) -> None:
+        """Queue the gateway device's answer to ThingsBoard's RPC ``request_id`` (on rpc/response/{id})."""
+        self._queue_out(own_rpc_reply_publish(request_id, data))
+
+    def device_posted(self, devices: list[str], connector: str | None) -> None:
+        """``devices`` just had data stored through ``connector`` (their inactivity clock restarts)."""
+        self.activity.posted(devices, connector)
+
+    def tracked_devices(self) -> dict[str, str | None]:
+        """Devices that posted (and were not disconnected for inactivity) → the connector they used."""
+        return self.activity.devices()
+
+    def replies_flushed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until the sender has taken every queued reply; False if it has not."""
+        deadline = time.monotonic() + timeout
+        with self._flushed:
+            while self._rpc_out:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._flushed.wait(remaining)
+        return True
 
     def publish_claim(self, device: str, secret_key: str, duration_ms: int) -> None:
         """Queue claiming info for ``device`` on ``v1/gateway/claim`` (not stored; sent like RPC replies)."""
@@ -194,6 +235,7 @@ class Northbound:
             stats: dict[str, Any] = dict(self.counters)
             stats["pending_rpc_replies"] = len(self._rpc_out)
             stats["known_devices"] = len(self.known)
+        stats["tracked_devices"] = len(self.activity)
         stats["connected"] = self.connected
         stats["address"] = self.address
         sender = self.sender
@@ -217,11 +259,14 @@ class Northbound:
         with self._lock:
             replies = list(self._rpc_out)
             self._rpc_out.clear()
+        if replies:
+            with self._flushed:
+                self._flushed.notify_all()
         return replies
 
     def remember_own(self, publish: Publish) -> None:
         """On MQTT 3.1.1, note publishes the broker may echo back to our subscriptions."""
-        if self._session is not None and not self._session.mqtt5 and publish.topic in SUBSCRIPTIONS:
+        if self._session is not None and not self._session.mqtt5 and is_subscribed(publish.topic):
             self._echo.remember(publish.topic, publish.payload)
 
     def dead_letter(self, letters: list[DeadLetter]) -> None:
@@ -293,8 +338,9 @@ class Northbound:
 
     def _start_session(self, session: MqttSession) -> None:
         """Subscribe to the downlink topics and ask ThingsBoard for its limits (answer not awaited)."""
-        session.subscribe(list(SUBSCRIPTIONS) + [TOPIC_OWN_RPC_RESPONSE])
+        session.subscribe(list(SUBSCRIPTIONS) + [TOPIC_OWN_RPC_RESPONSE, TOPIC_GATEWAY_RPC_REQUESTS])
         request = self._own.session_limits_request()
+        self.remember_own(request)  # a plain MQTT 3.1.1 broker echoes it on v1/devices/me/rpc/request/+
         session.publish(request.topic, request.payload, qos=1)
 
     def _on_session_limits(self, data: Any) -> None:
@@ -321,6 +367,9 @@ class Northbound:
         if isinstance(event, (OwnRpcResponse, AttributeResponse)):
             self._own.on_answer(event)
             return
+        if isinstance(event, GatewayRpcRequest):
+            self._on_gateway_rpc(event)
+            return
         handler = self._handler
         if handler is None:
             self.log.debug("no downlink handler; ignored a message on %s", topic)
@@ -335,6 +384,29 @@ class Northbound:
                 self.log.debug("no consumer for a message on %s", topic)
         except RuntimeError:  # pool already shut down during stop()
             self.log.debug("stopping; dropped a message on %s", topic)
+
+    def _on_gateway_rpc(self, event: GatewayRpcRequest) -> None:
+        """An RPC to the gateway device: a bad request is answered at once, the rest on the RPC pool."""
+        self.count("gateway_rpcs")
+        if event.problem is not None:
+            self.log.info("gateway RPC %d refused: %s", event.request_id, event.problem)
+            self.publish_own_rpc_reply(event.request_id, {"error": event.problem, "code": 400})
+            return
+        handler = self._gateway_rpc
+        if handler is None or self._rpc_pool is None:
+            self.publish_own_rpc_reply(event.request_id, {"error": "Method not found", "code": 404})
+            return
+        try:
+            self._rpc_pool.submit(self._call_gateway_rpc, handler, event)
+        except RuntimeError:  # pool already shut down during stop()
+            self.log.debug("stopping; dropped gateway RPC %d", event.request_id)
+
+    def _call_gateway_rpc(self, handler: GatewayRpcHandler, event: GatewayRpcRequest) -> None:
+        try:
+            handler.on_gateway_rpc(event.request_id, event.method, event.params)
+        except Exception as exc:
+            self.log.exception("gateway RPC %s (id %d) failed", event.method, event.request_id)
+            self.publish_own_rpc_reply(event.request_id, {"error": f"gateway error: {exc}", "code": 500})
 
     def _call(self, func: Any, *args: Any) -> None:
         try:

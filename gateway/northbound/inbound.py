@@ -12,8 +12,17 @@ TOPIC_ATTRIBUTES_RESPONSE = "v1/gateway/attributes/response"
 TOPIC_RPC = "v1/gateway/rpc"
 TOPIC_OWN_RPC_RESPONSE_PREFIX = "v1/devices/me/rpc/response/"
 TOPIC_OWN_RPC_RESPONSE = TOPIC_OWN_RPC_RESPONSE_PREFIX + "+"
-TOPIC_OWN_RPC_REQUEST = "v1/devices/me/rpc/request/{}"
+TOPIC_OWN_RPC_REQUEST_PREFIX = "v1/devices/me/rpc/request/"
+TOPIC_OWN_RPC_REQUEST = TOPIC_OWN_RPC_REQUEST_PREFIX + "{}"
+#: ThingsBoard's server-side RPCs to the gateway device itself (gateway_ping, gateway_restart, ...)
+TOPIC_GATEWAY_RPC_REQUESTS = TOPIC_OWN_RPC_REQUEST_PREFIX + "+"
 SUBSCRIPTIONS = (TOPIC_ATTRIBUTES, TOPIC_RPC, TOPIC_ATTRIBUTES_RESPONSE)
+
+
+def is_subscribed(topic: str) -> bool:
+    """True for every topic the gateway subscribes to (where a plain MQTT 3.1.1 broker echoes our publishes)."""
+    return (topic in SUBSCRIPTIONS or topic.startswith(TOPIC_OWN_RPC_REQUEST_PREFIX)
+            or topic.startswith(TOPIC_OWN_RPC_RESPONSE_PREFIX))
 
 
 class Malformed(ValueError):
@@ -55,7 +64,17 @@ class OwnRpcResponse:
     data: Any
 
 
-Inbound = AttributeUpdate | RpcRequest | AttributeResponse | OwnRpcResponse
+@dataclass(frozen=True, slots=True)
+class GatewayRpcRequest:
+    """A server-side RPC to the gateway device itself; ``problem`` says why it cannot be run (answered 400)."""
+
+    request_id: int
+    method: str
+    params: Any
+    problem: str | None = None
+
+
+Inbound = AttributeUpdate | RpcRequest | AttributeResponse | OwnRpcResponse | GatewayRpcRequest
 
 
 def _load(payload: bytes) -> Any:
@@ -81,6 +100,8 @@ def parse_inbound(topic: str, payload: bytes) -> Inbound:
         if not suffix.isdigit():
             raise Malformed("rpc response id is not a number")
         return OwnRpcResponse(int(suffix), _load(payload))
+    if topic.startswith(TOPIC_OWN_RPC_REQUEST_PREFIX):
+        return _gateway_rpc(topic[len(TOPIC_OWN_RPC_REQUEST_PREFIX):], payload)
     message = _load(payload)
     if not isinstance(message, dict):
         raise Malformed("not an object")
@@ -110,6 +131,21 @@ def parse_inbound(topic: str, payload: bytes) -> Inbound:
             raise Malformed("attribute response values is not an object")
         return AttributeResponse(request_id, _device(message), values)
     raise Malformed(f"unexpected topic {topic!r}")
+
+
+def _gateway_rpc(suffix: str, payload: bytes) -> GatewayRpcRequest:
+    """``{"method": m, "params": p}`` on ``v1/devices/me/rpc/request/{id}``; a bad body still has an id to answer."""
+    if not suffix.isdigit() or len(suffix) > 18:
+        raise Malformed("rpc request id is not a number")
+    request_id = int(suffix)
+    try:
+        message = _load(payload)
+    except Malformed as exc:
+        return GatewayRpcRequest(request_id, "", None, f"the request is {exc}")
+    method = message.get("method") if isinstance(message, dict) else None
+    if not isinstance(method, str) or not method:
+        return GatewayRpcRequest(request_id, "", None, 'the request is not {"method": name, "params": ...}')
+    return GatewayRpcRequest(request_id, method, message.get("params"))
 
 
 class EchoFilter:

@@ -30,6 +30,10 @@ class KnownDevices:
         if len(devices) > MAX_KNOWN_DEVICES:
             devices.popitem(last=False)
 
+    def forget(self, device: str) -> None:
+        """Drop ``device`` (disconnected for inactivity): it is not re-announced until it posts again."""
+        self._devices.pop(device, None)
+
     def to_reannounce(self) -> list[tuple[str, str]]:
         """(name, type) of every device seen within KNOWN_DEVICE_TTL, oldest first."""
         cutoff = time.monotonic() - KNOWN_DEVICE_TTL

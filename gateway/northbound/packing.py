@@ -12,6 +12,8 @@ from gateway.northbound.records import Entry, RecordReader, check_name, encode, 
 __all__ = ["encode", "validate_record"]  # re-exported: defined with the record reading
 
 TOPIC_CONNECT = "v1/gateway/connect"
+TOPIC_DISCONNECT = "v1/gateway/disconnect"
+TOPIC_OWN_RPC_RESPONSE = "v1/devices/me/rpc/response/{}"
 TOPIC_TELEMETRY = "v1/gateway/telemetry"
 TOPIC_ATTRIBUTES = "v1/gateway/attributes"
 TOPIC_RPC = "v1/gateway/rpc"
@@ -75,6 +77,10 @@ def validate_message(topic: str, message: Any) -> None:
         check_name(message.get("device"))
         if message.get("type") is not None and not isinstance(message["type"], str):
             raise ValueError("connect type must be a string")
+    elif topic == TOPIC_DISCONNECT:  # ThingsBoard disconnects the gateway on a missing device name
+        if not isinstance(message, dict) or set(message) != {"device"}:
+            raise ValueError("disconnect must be {\"device\": name}")
+        check_name(message.get("device"))
     elif topic == TOPIC_TELEMETRY:
         if not isinstance(message, dict) or not message:
             raise ValueError("telemetry must be a non-empty object")
@@ -122,6 +128,24 @@ def connect_publish(device: str, device_type: str) -> Publish:
     message = {"device": device, "type": device_type}
     validate_message(TOPIC_CONNECT, message)
     return Publish(TOPIC_CONNECT, encode(message))
+
+
+def disconnect_publish(device: str) -> Publish:
+    """``v1/gateway/disconnect`` for one device: ThingsBoard ends its session (no more RPC or updates)."""
+    message = {"device": device}
+    validate_message(TOPIC_DISCONNECT, message)
+    return Publish(TOPIC_DISCONNECT, encode(message))
+
+
+def own_rpc_reply_publish(request_id: int, data: Any) -> Publish:
+    """The gateway device's answer to ThingsBoard's RPC ``request_id``; ValueError for non-JSON data."""
+    if isinstance(request_id, bool) or not isinstance(request_id, int) or request_id < 0:
+        raise ValueError("rpc request id must be a non-negative integer")
+    try:
+        payload = encode(data)
+    except TypeError as exc:
+        raise ValueError(f"rpc answer is not JSON: {exc}") from None
+    return Publish(TOPIC_OWN_RPC_RESPONSE.format(request_id), payload)
 
 
 def attribute_request_publish(request_id: int, device: str, client: bool, keys: Sequence[str]) -> Publish:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config.model import ThingsBoardConfig
+from gateway.northbound.activity import DeviceActivity
 from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import RateLimiter, SessionLimits
-from gateway.northbound.packing import DeadLetter, Packer, Publish, connect_publish
+from gateway.northbound.packing import DeadLetter, Packer, Publish, connect_publish, disconnect_publish
 from gateway.northbound.session import RETRYABLE_REASONS, SessionLost
 from gateway.storage.base import EventStorage, StoredEvent
 
@@ -79,8 +80,13 @@ class Sender:
     """
 
     def __init__(self, config: ThingsBoardConfig, storage: EventStorage, known: KnownDevices, host: SenderHost,
-                 logger: logging.Logger, read_batch: int = 1000, linger: float = 0.0) -> None:
+                 logger: logging.Logger, read_batch: int = 1000, linger: float = 0.0,
+                 activity: DeviceActivity | None = None) -> None:
+        """``activity``: when devices last posted; with ``config.device_activity.enabled`` silent ones
+        are disconnected (``v1/gateway/disconnect``) and connected again by their next message."""
         self.config = config
+        self.activity = activity if activity is not None else DeviceActivity()
+        self.inactivity = config.device_activity if config.device_activity.enabled else None
         self.storage = storage
         self.known = known
         self.log = logger
@@ -114,6 +120,7 @@ class Sender:
         self.retry_delay = self.config.min_reconnect_delay
         self.last_publish = float("-inf")  # monotonic time of the last stored-event publish (for lingering)
         self.last_batch = 0  # events in the last batch published (for lingering)
+        self.next_idle_check = time.monotonic()  # when silent devices are looked for next
 
     def apply_pending_limits(self) -> None:
         """Switch to ThingsBoard's limits (80 % of them) once its getSessionLimits answer arrived."""
@@ -139,7 +146,7 @@ class Sender:
         """
         self.session = session
         self._reset_window()
-        self.reannounce.extend(self.known.to_reannounce())
+        self.reannounce.extend(self._still_active(self.known.to_reannounce()))
         try:
             while not stop.is_set() and session.lost is None:
                 try:
@@ -157,6 +164,8 @@ class Sender:
         self._settle()
         for reply in self._take_rpc_replies():
             self._send(reply, stop, qos=self.config.qos)
+        if self.inactivity is not None:
+            self._disconnect_idle(stop)
         while self.reannounce and len(self.inflight) < self.max_inflight:
             name, device_type = self.reannounce.popleft()
             if name not in self.announced:
@@ -225,6 +234,42 @@ class Sender:
         return wait
 
     # ---------------------------------------------------------------- publishing
+
+    def _still_active(self, devices: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Of the devices to re-announce after a reconnect, those not silent past the inactivity timeout."""
+        if self.inactivity is None:
+            return devices
+        timeout = self.inactivity.timeout
+        active = []
+        for name, device_type in devices:
+            if self.activity.is_idle(name, timeout):
+                self.known.forget(name)
+                self.activity.forget(name)
+            else:
+                active.append((name, device_type))
+        return active
+
+    def _disconnect_idle(self, stop: threading.Event) -> None:
+        """Every check period: disconnect the connected devices silent for the inactivity timeout.
+
+        Their next message is packed after a fresh ``v1/gateway/connect`` (they leave ``announced``).
+        """
+        assert self.inactivity is not None
+        now = time.monotonic()
+        if now < self.next_idle_check:
+            return
+        self.next_idle_check = now + self.inactivity.check_period
+        for name in self.activity.idle(self.announced, self.inactivity.timeout, now):
+            if stop.is_set():
+                return
+            self.announced.discard(name)
+            self.known.forget(name)
+            self.activity.forget(name)
+            self._send(disconnect_publish(name), stop)
+            self._count("devices_disconnected")
+            self.log.info("device %s disconnected from ThingsBoard: no data for %g s or more "
+                          "(checkingDeviceActivity); its next message connects it again",
+                          name, self.inactivity.timeout)
 
     def _send(self, publish: Publish, stop: threading.Event, qos: int = 1) -> None:
         while len(self.inflight) >= self.max_inflight:

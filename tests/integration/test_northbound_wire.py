@@ -22,7 +22,7 @@ ATTRIBUTES = "v1/gateway/attributes"
 CONNECT = "v1/gateway/connect"
 LIMITS_REQUEST = "v1/devices/me/rpc/request/1"
 SUBSCRIBED = ["v1/gateway/attributes", "v1/gateway/rpc", "v1/gateway/attributes/response",
-              "v1/devices/me/rpc/response/+"]
+              "v1/devices/me/rpc/response/+", "v1/devices/me/rpc/request/+"]
 
 
 def record(device: str, ts: int, values: dict[str, Any], attributes: dict[str, Any] | None = None,

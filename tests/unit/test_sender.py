@@ -258,3 +258,38 @@ def test_a_lost_session_keeps_unacknowledged_events_for_the_next(sender: Sender,
     assert sorted(connects) == ["A", "B"]  # known devices are announced again in the new session
     assert telemetry(second.sent) == [("A", 1), ("B", 2)]
     assert host.counters["duplicates_resent"] == 2
+
+
+def test_inactivity_disconnects_only_silent_devices_and_does_not_reannounce_them(
+        storage: MemoryStorage, host: RecordingHost) -> None:
+    from gateway.config.model import DeviceActivityConfig
+    from gateway.northbound.activity import DeviceActivity
+
+    config = ThingsBoardConfig(min_reconnect_delay=0.01, max_reconnect_delay=0.02,
+                               device_activity=DeviceActivityConfig(enabled=True, timeout=100.0, check_period=0.01))
+    activity = DeviceActivity()
+    activity.posted(["A"], "REST", now=time.monotonic() - 1000)  # last posted long ago (its backlog is late)
+    activity.posted(["B"], "REST")
+    known = KnownDevices()
+    sender = Sender(config, storage, known, host, logging.getLogger("test.sender"), activity=activity)
+    storage.put([record("A", 1, 1.0), record("B", 1, 1.0)])
+    session = LoopbackSession()
+    running = Running(sender, session)
+    try:
+        assert session.wait_sent(lambda sent: any(topic == "v1/gateway/disconnect" for topic, _, _ in sent))
+        assert until(lambda: storage.count() == 0)
+    finally:
+        running.stop()
+    topics = [(topic, json.loads(payload).get("device")) for topic, payload, _ in session.sent
+              if topic in (CONNECT, "v1/gateway/disconnect")]
+    assert topics == [(CONNECT, "A"), (CONNECT, "B"), ("v1/gateway/disconnect", "A")]
+    assert sorted(telemetry(session.sent)) == [("A", 1), ("B", 1)]  # its data went first
+    assert host.counters["devices_disconnected"] == 1 and activity.devices() == {"B": "REST"}
+
+    again = LoopbackSession()  # a reconnect: only the active device is announced again
+    running = Running(sender, again)
+    try:
+        assert again.wait_sent(lambda sent: any(topic == CONNECT for topic, _, _ in sent))
+    finally:
+        running.stop()
+    assert [json.loads(payload)["device"] for topic, payload, _ in again.sent if topic == CONNECT] == ["B"]
