@@ -105,8 +105,9 @@ class MappingHandler:
             except ConversionError as exc:
                 return self._refused("conversion", f"{where}{exc}", body)
             except Exception as exc:  # a custom converter failing on this input must not become a 500
-                self.log.exception("converter %s failed on a request to %s", self._converter_name,
-                                   self.mapping.endpoint, extra={"endpoint": self.mapping.endpoint})
+                self.log.exception("converter %s failed on a request to %s from %s", self._converter_name,
+                                   self.mapping.endpoint, request.remote_addr,
+                                   extra={"endpoint": self.mapping.endpoint, "client": request.remote_addr})
                 return self._refused("converter_failed", f"{where}converter {self._converter_name} could not "
                                      f"convert the message: {type(exc).__name__}: {exc}", body)
             for item in items:

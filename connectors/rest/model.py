@@ -97,6 +97,7 @@ class ServerConfig:
     connection_limit: int = 1000
     channel_timeout: int = 30
     base_url: str = ""  # for relative downlink URLs; default: this server's own address
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the client (trustedProxies)
 
 
 @dataclass(frozen=True, slots=True)

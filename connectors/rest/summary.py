@@ -10,6 +10,8 @@ def rest_summary(cfg: RestConfig) -> list[str]:
     scheme = "https" if server.ssl else "http"
     lines = [f"  listens on {scheme}://{server.host}:{server.port} (body <= {server.max_body_bytes} bytes, "
              f"{server.threads} threads, {server.connection_limit} connections)"]
+    if server.trusted_proxies:
+        lines.append(f"  client address from X-Forwarded-For of: {', '.join(server.trusted_proxies)}")
     for mapping in cfg.mappings:
         conv = mapping.converter
         converter = f"custom {conv.extension}" if conv.type == "custom" else conv.type
