@@ -14,6 +14,7 @@ from connectors.rest.forwarded import read_trusted_proxies
 from connectors.rest.model import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RESPONSE_TIMEOUT_S,
+    IdempotencySettings,
     Mapping,
     ResponseConfig,
     RestConfig,
@@ -165,7 +166,17 @@ def _mapping(entry: dict, pointer: str, file: str, problems: Problems) -> Mappin
         rate_limit=read_rate_limit(entry.get("rateLimit"), join(pointer, "rateLimit"), problems),
         response=_response(_obj(entry.get("response"))),
         report_strategy=entry.get("reportStrategy") if isinstance(entry.get("reportStrategy"), dict) else None,
+        idempotency=_idempotency(entry.get("idempotency")),
     )
+
+
+def _idempotency(data: Any) -> IdempotencySettings | None:
+    """The ``idempotency`` section (types checked by the schema); ``None`` when absent."""
+    if not isinstance(data, dict):
+        return None
+    default = IdempotencySettings()
+    return IdempotencySettings(window_seconds=_int(data, "windowSeconds", default.window_seconds),
+                               max_keys=_int(data, "maxKeys", default.max_keys))
 
 
 def _response(data: dict) -> ResponseConfig:

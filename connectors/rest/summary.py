@@ -19,8 +19,11 @@ def rest_summary(cfg: RestConfig) -> list[str]:
         limit = mapping.rate_limit
         limited = (f", rate limit {limit.requests:g}/{limit.per_seconds:g} s burst {limit.capacity} by {limit.by}"
                    if limit is not None else "")
+        keys = mapping.idempotency
+        once = (f", Idempotency-Key kept {keys.window_seconds} s (<= {keys.max_keys} keys)"
+                if keys is not None else "")
         lines.append(f"  {methods:<12} {mapping.endpoint}  security {mapping.security.type}, "
-                     f"converter {converter}{limited}")
+                     f"converter {converter}{limited}{once}")
     for entry in cfg.attribute_requests:
         methods = ", ".join(entry.get("HTTPMethods") or ["POST"])
         lines.append(f"  {methods:<12} {entry.get('endpoint')}  attribute request")
