@@ -32,7 +32,9 @@ class Gateway:
         general = {"thingsboard": {"host": "127.0.0.1", "port": broker.port, "protocol": broker.protocol,
                                    "security": {"accessToken": "gateway-token"}},
                    "storage": {"type": "sqlite", "data_file_path": str(folder / "data" / "gateway.db")},
-                   "connectors": [{"name": "REST", "type": "rest", "configuration": "rest.json"}]}
+                   "connectors": [{"name": "REST", "type": "rest", "configuration": "rest.json"}],
+                   # a free admin port: the default 9100 is taken by any other gateway running on the machine
+                   "admin": {"port": free_port()}}
         (folder / "gateway.yaml").write_text(yaml.safe_dump(general), encoding="utf-8")
         self.daemon: Daemon | None = None
 
