@@ -101,3 +101,29 @@ def test_check_reports_a_bad_trusted_proxy(tmp_path) -> None:
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     out = done.stdout + done.stderr
     assert done.returncode == 1 and "/trustedProxies/1" in out and "10.0.0.0/33" in out and "CIDR" in out, out
+
+
+BOOM = '''
+from converters.base import Converter
+
+
+class Boom(Converter):
+    def convert(self, config, data):
+        raise RuntimeError("boom")
+'''
+
+
+def test_the_log_names_the_forwarded_client(tmp_path, make_daemon) -> None:
+    extensions = tmp_path / "ext"
+    extensions.mkdir()
+    (extensions / "boom.py").write_text(BOOM, encoding="utf-8")
+    config = rest(["127.0.0.1"])
+    config["mapping"][0].pop("rateLimit")
+    config["mapping"][0]["converter"] = {"type": "custom", "extension": "boom.Boom", "deviceNameExpression": "d"}
+    gateway = make_daemon(config, general={"logging": {"format": "json"}, "extensionPaths": [str(extensions)]})
+    status, body = post(gateway.port, "127.0.0.1", 1, forwarded_for="203.0.113.77")
+    assert status == 400 and "boom" in body["error"]
+    assert gateway.stop() == 0
+    lines = [json.loads(line) for line in gateway.log_text().splitlines() if line.strip()]
+    failed = [entry for entry in lines if "failed on a request" in entry["message"]]
+    assert failed and failed[0]["client"] == "203.0.113.77" and "from 203.0.113.77" in failed[0]["message"], failed
