@@ -74,12 +74,13 @@ class MappingHandler:
             body = request.get_data(cache=False)
         claim = self._keys.claim(request, body) if self._keys is not None else None
         if isinstance(claim, Response):
-            return claim  # the answer of an earlier request with this Idempotency-Key, or why not
-        try:
-            response = self._handle(request, path_vars, body, claim)
-        finally:
-            if claim is not None:
-                self._keys.release(claim)  # type: ignore[union-attr]
+            response = claim  # the answer of an earlier request with this Idempotency-Key, or why not
+        else:
+            try:
+                response = self._handle(request, path_vars, body, claim)
+            finally:
+                if claim is not None:
+                    self._keys.release(claim)  # type: ignore[union-attr]
         if auth is not None and auth.needs_body and response.status_code != 200:
             auth.forget(request.headers, body)  # nothing was stored: the signed request may be sent again
         return response

@@ -96,3 +96,29 @@ def test_a_refused_request_keeps_no_key(make_daemon, mqtt_subscriber) -> None:
     assert post(gateway, 1, "k", **basic).headers.get("Idempotent-Replayed") == "true"  # no token taken
     assert post(gateway, 2, "k2", **basic).status_code == 429  # still limited, still not a replay
     assert mqtt_subscriber.wait_for(lambda _m: numbers(mqtt_subscriber) == [1], 15)
+
+
+def test_hmac_retries_are_signed_again_and_a_refused_key_frees_the_signature(make_daemon, mqtt_subscriber) -> None:
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    secret = "a-long-enough-shared-secret"
+    gateway = make_daemon(rest(security={"type": "hmac", "secret": secret}))
+
+    def signed(n: int, key: str, ts: int) -> requests.Response:
+        body = json.dumps({"name": DEVICE, "n": n}).encode()
+        signature = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+        return requests.post(gateway.url("/data"), data=body, timeout=10, headers={
+            "Content-Type": "application/json", "X-Timestamp": str(ts), "X-Signature": signature,
+            "Idempotency-Key": key})
+
+    now = int(time.time())
+    assert signed(1, "bad\\key", now).status_code == 400  # refused: the signature is not kept as used
+    first = signed(1, "k", now)
+    assert first.status_code == 200 and "Idempotent-Replayed" not in first.headers
+    assert signed(1, "k", now).status_code == 401  # the same signature again: hmac's replay refusal
+    retry = signed(1, "k", now + 1)  # a retry signs again; the request (body) is the same
+    assert retry.status_code == 200 and retry.headers["Idempotent-Replayed"] == "true"
+    assert mqtt_subscriber.wait_for(lambda _m: numbers(mqtt_subscriber) == [1], 15)
