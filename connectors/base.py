@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from converters.model import ConvertedData
+from gateway.receipts import Receipt
 
 
 class UplinkUnavailable(Exception):
@@ -41,8 +42,15 @@ ApplyReload = Callable[[], None]
 class Uplink(Protocol):
     """What a connector may call on the gateway."""
 
-    def send(self, data: Sequence[ConvertedData]) -> None:
-        """Store ``data`` durably; return only once it is stored. Raises :class:`UplinkUnavailable`."""
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
+        """Store ``data`` durably; return only once it is stored. Raises :class:`UplinkUnavailable`.
+
+        ``receipt`` (the answer to an Idempotency-Key request) is stored with the data, atomically.
+        """
+        ...
+
+    def find_receipt(self, scope: str, key: str) -> Receipt | None:
+        """The unexpired receipt stored with earlier data for ``key`` in ``scope``, if any."""
         ...
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:

@@ -56,7 +56,7 @@ class SecretMask(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, connector and endpoint where known.
+    """One JSON object per line: time, level, logger, message, connector, endpoint and client where known.
 
     Exception tracebacks go into ``exception`` and are masked like the message.
     """
@@ -79,9 +79,10 @@ class JsonFormatter(logging.Formatter):
             connector = match.group(1) if match else None
         if connector is not None:
             entry["connector"] = connector
-        endpoint = getattr(record, "endpoint", None)
-        if endpoint is not None:
-            entry["endpoint"] = endpoint
+        for key in ("endpoint", "client"):  # client: the request's client address (trustedProxies applied)
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self._mask.mask(self.formatException(record.exc_info))
         elif record.exc_text:

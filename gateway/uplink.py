@@ -1,6 +1,7 @@
 """The gateway side of the connector interface: converted data into durable storage, RPC replies out."""
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -8,6 +9,7 @@ from connectors.base import UplinkRateLimited, UplinkUnavailable
 from converters.model import ConvertedData
 from gateway.northbound.records import encode_text as _encode
 from gateway.rate_limit import RateLimited, RequestRateLimit, TokenBuckets
+from gateway.receipts import Receipt
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull
 
 
@@ -73,7 +75,7 @@ class GatewayUplink:
         # and benchmarks may pass a northbound without one
         self._notify_stored = getattr(northbound, "notify_stored", None) or _nothing
 
-    def send(self, data: Sequence[ConvertedData]) -> None:
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
         payloads = [encode_record(item) for item in data]
         if self._limit is not None:
             try:
@@ -84,7 +86,10 @@ class GatewayUplink:
                     f"the gateway-wide limit of {limit.requests:g} requests per {limit.per_seconds:g} s "
                     f"(burst {limit.capacity}, storage.rateLimit) is reached", exc.retry_after) from None
         try:
-            self.storage.put(payloads)
+            if receipt is None:
+                self.storage.put(payloads)
+            else:
+                self.storage.put(payloads, receipt)
         except StorageFull:
             raise UplinkUnavailable(
                 f"storage is full ({self.storage.count()} events wait for ThingsBoard); retry later",
@@ -93,6 +98,12 @@ class GatewayUplink:
         except StorageFailure as exc:
             raise UplinkUnavailable(f"storage cannot write ({exc}); retry later", self.retry_after) from None
         self._notify_stored()
+
+    def find_receipt(self, scope: str, key: str) -> Receipt | None:
+        try:
+            return self.storage.find_receipt(scope, key, time.time())
+        except StorageFailure as exc:
+            raise UplinkUnavailable(f"storage cannot be read ({exc}); retry later", self.retry_after) from None
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)
@@ -137,8 +148,8 @@ class ConnectorUplink:
         # in-process tests and benchmarks may pass a northbound without activity tracking
         self._posted = getattr(shared.northbound, "device_posted", None)
 
-    def send(self, data: Sequence[ConvertedData]) -> None:
-        self.shared.send(data)
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
+        self.shared.send(data, receipt)
         self.events_produced += len(data)  # a lost increment under a race only blurs a statistic
         if self._posted is not None:
             self._posted([item.device_name for item in data], self.connector)
@@ -157,3 +168,6 @@ class ConnectorUplink:
 
     def status(self) -> dict[str, Any]:
         return self.shared.status()
+
+    def find_receipt(self, scope: str, key: str) -> Receipt | None:
+        return self.shared.find_receipt(scope, key)

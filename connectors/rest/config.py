@@ -5,13 +5,16 @@ import os
 import re
 from collections.abc import Mapping as StrMapping
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from connectors.rest.config_checks import check_rest_config, check_served
 from connectors.rest.device_api.config import read_device_api
+from connectors.rest.forwarded import read_trusted_proxies
 from connectors.rest.model import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RESPONSE_TIMEOUT_S,
+    IdempotencySettings,
     Mapping,
     ResponseConfig,
     RestConfig,
@@ -76,7 +79,8 @@ def rest_config_from_data(data: Any, file: str, problems: Problems,
         return None
     server_ptr = "/server" if fmt == CURRENT else ""
     server_data = _obj(data.get("server")) if fmt == CURRENT else data
-    server = _server(server_data, file, server_ptr, problems)
+    server = replace(_server(server_data, file, server_ptr, problems),
+                     trusted_proxies=read_trusted_proxies(data.get("trustedProxies"), "/trustedProxies", problems))
     if fmt == LEGACY and isinstance(data.get("requestsMapping"), list):
         problems.error("/requestsMapping", "is a list", "an object with attributeUpdates/serverSideRpc/...")
     mappings = tuple(_mapping(entry, join("/mapping", i), file, problems)
@@ -162,7 +166,17 @@ def _mapping(entry: dict, pointer: str, file: str, problems: Problems) -> Mappin
         rate_limit=read_rate_limit(entry.get("rateLimit"), join(pointer, "rateLimit"), problems),
         response=_response(_obj(entry.get("response"))),
         report_strategy=entry.get("reportStrategy") if isinstance(entry.get("reportStrategy"), dict) else None,
+        idempotency=_idempotency(entry.get("idempotency")),
     )
+
+
+def _idempotency(data: Any) -> IdempotencySettings | None:
+    """The ``idempotency`` section (types checked by the schema); ``None`` when absent."""
+    if not isinstance(data, dict):
+        return None
+    default = IdempotencySettings()
+    return IdempotencySettings(window_seconds=_int(data, "windowSeconds", default.window_seconds),
+                               max_keys=_int(data, "maxKeys", default.max_keys))
 
 
 def _response(data: dict) -> ResponseConfig:

@@ -38,6 +38,11 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
                            "responseExpected is true but there is no responseAttribute",
                            "\"responseAttribute\": the name of the shared attribute ThingsBoard sets on the "
                            "device to answer (or responseExpected false)")
+        if mapping.response.expected and mapping.idempotency is not None:
+            problems.error(join(mapping.pointer, "idempotency"),
+                           "idempotency cannot be combined with response.responseExpected: the answer is "
+                           "ThingsBoard's, not known when the data is stored",
+                           "no idempotency section on this mapping, or responseExpected false")
     sections = (("attributeUpdates", config.attribute_updates, parse_attribute_update),
                 ("serverSideRpc", config.server_side_rpc, parse_rpc),
                 ("attributeRequests", config.attribute_requests, None))

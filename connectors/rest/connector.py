@@ -184,7 +184,8 @@ class RestConnector(Connector):
         """Request counters, downlink relays and the device API's counters (every key of its stats())."""
         return {"requests": self.request_metrics.snapshot() if self.request_metrics is not None else None,
                 "downlink": self.downlink.metrics(),
-                "device_api": self._device_api_stats() if self.device_api is not None else None}
+                "device_api": self._device_api_stats() if self.device_api is not None else None,
+                "client_address": self.server.forwarded.snapshot() if self.server.forwarded is not None else None}
 
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type_name, "port": self.server.port,

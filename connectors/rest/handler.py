@@ -13,6 +13,7 @@ from werkzeug.wrappers import Request
 
 from connectors.base import Uplink, UplinkRateLimited, UplinkUnavailable
 from connectors.rest.body_encoding import BodyEncodingError, decode_body
+from connectors.rest.idempotency import Claim, IdempotencyKeys
 from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping
 from connectors.rest.report_strategy import ReportFilter, mapping_strategies
@@ -42,6 +43,7 @@ class MappingHandler:
         strategies = mapping_strategies(mapping.report_strategy, mapping.converter.raw)
         self.report = None if strategies.trivial else ReportFilter(strategies)
         self._auth = endpoint_authenticator(mapping.security)
+        self._keys = IdempotencyKeys(mapping.idempotency, mapping.endpoint, uplink) if mapping.idempotency else None
         limit = mapping.rate_limit
         self._limit = TokenBuckets(limit) if limit is not None else None
         self._limit_by = limit.by if limit is not None else ""
@@ -80,12 +82,21 @@ class MappingHandler:
                 return error_response(refusal.status, refusal.message, refusal.headers)
         if body is None:
             body = request.get_data(cache=False)
-        response = self._handle(request, path_vars, body)
+        claim = self._keys.claim(request, body) if self._keys is not None else None
+        if isinstance(claim, Response):
+            response = claim  # the answer of an earlier request with this Idempotency-Key, or why not
+        else:
+            try:
+                response = self._handle(request, path_vars, body, claim)
+            finally:
+                if claim is not None:
+                    self._keys.release(claim)  # type: ignore[union-attr]
         if auth is not None and auth.needs_body and response.status_code != 200:
             auth.forget(request.headers, body)  # nothing was stored: the signed request may be sent again
         return response
 
-    def _handle(self, request: Request, path_vars: dict[str, Any], body: bytes) -> Response:
+    def _handle(self, request: Request, path_vars: dict[str, Any], body: bytes, claim: Claim | None = None
+                ) -> Response:
         if self._limit is not None and self._limit_by != "device":
             key = (request.remote_addr or "") if self._limit_by == "client" else ""
             refused = self._take(key)
@@ -115,8 +126,9 @@ class MappingHandler:
             except ConversionError as exc:
                 return self._refused("conversion", f"{where}{exc}", body)
             except Exception as exc:  # a custom converter failing on this input must not become a 500
-                self.log.exception("converter %s failed on a request to %s", self._converter_name,
-                                   self.mapping.endpoint, extra={"endpoint": self.mapping.endpoint})
+                self.log.exception("converter %s failed on a request to %s from %s", self._converter_name,
+                                   self.mapping.endpoint, request.remote_addr,
+                                   extra={"endpoint": self.mapping.endpoint, "client": request.remote_addr})
                 return self._refused("converter_failed", f"{where}converter {self._converter_name} could not "
                                      f"convert the message: {type(exc).__name__}: {exc}", body)
             for item in items:
@@ -132,9 +144,13 @@ class MappingHandler:
         if self.waits is not None:
             return self._store_and_wait(converted, reported)
         to_store = [item for item in converted if not item.is_empty()]
+        answer = self._success(converted, len(to_store))
         if to_store:
             try:
-                self.uplink.send(to_store)
+                if claim is None:
+                    self.uplink.send(to_store)
+                else:  # the answer is stored with the data, for a retry with the same Idempotency-Key
+                    self.uplink.send(to_store, self._keys.receipt(claim, answer))  # type: ignore[union-attr]
             except UplinkRateLimited as exc:
                 return too_many(exc.reason, exc.retry_after)
             except UplinkUnavailable as exc:
@@ -144,11 +160,15 @@ class MappingHandler:
                 return self._refused("not_sendable", f"converted data cannot be sent to ThingsBoard: {exc}", body)
         if reported:
             self.report.commit(reported)  # type: ignore[union-attr]
+        return answer
+
+    def _success(self, converted: list[ConvertedData], stored: int) -> Response:
+        """The 200 of a request whose ``stored`` messages are stored."""
         if self.response.has_success:
             return configured_response(200, self.response.success)
-        if len(to_store) == len(converted) and not any(item.skipped for item in converted):
-            return json_bytes_response(200, b'{"stored":%d}' % len(to_store))  # the common answer, pre-encoded
-        return json_response(200, _success_body(converted, len(to_store)))
+        if stored == len(converted) and not any(item.skipped for item in converted):
+            return json_bytes_response(200, b'{"stored":%d}' % stored)  # the common answer, pre-encoded
+        return json_response(200, _success_body(converted, stored))
 
     def _store_and_wait(self, converted: list[ConvertedData], reported: list | None) -> Response:
         """Store with ``responseExpected: true`` on the first message's device, then wait for its answer."""

@@ -69,6 +69,14 @@ class ResponseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencySettings:
+    """A mapping's ``idempotency`` section: how long and how many ``Idempotency-Key`` answers are kept."""
+
+    window_seconds: int = 86_400
+    max_keys: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
 class Mapping:
     """One endpoint: its path, allowed methods, security and converter."""
 
@@ -80,6 +88,7 @@ class Mapping:
     rate_limit: RequestRateLimit | None = None
     response: ResponseConfig = ResponseConfig()
     report_strategy: dict[str, Any] | None = None  # the mapping's own reportStrategy as written
+    idempotency: IdempotencySettings | None = None  # Idempotency-Key honoured (None: the header is ignored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,7 @@ class ServerConfig:
     connection_limit: int = 1000
     channel_timeout: int = 30
     base_url: str = ""  # for relative downlink URLs; default: this server's own address
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the client (trustedProxies)
 
 
 @dataclass(frozen=True, slots=True)

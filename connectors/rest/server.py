@@ -12,6 +12,7 @@ from waitress.server import create_server
 from waitress.task import ErrorTask
 
 from connectors.rest.client_address import PeerRegistry, RealClientAddress
+from connectors.rest.forwarded import ForwardedClientAddress, TrustedProxies
 from connectors.rest.model import ServerConfig
 
 
@@ -87,14 +88,21 @@ class HttpServer:
         self._thread: threading.Thread | None = None
         self._tls: Any = None
         self.port = config.port
+        #: set with trustedProxies: counts requests whose client address a proxy named (for the metrics)
+        self.forwarded: ForwardedClientAddress | None = None
 
     def start(self) -> None:
         """Bind and serve; raises OSError when the address is taken, TlsConfigError on a bad cert."""
         cfg = self.config
         internal = cfg.ssl
         peers = PeerRegistry() if cfg.ssl else None  # the TLS front tells who each relayed client is
+        app = self._app
+        if cfg.trusted_proxies:  # runs after the TLS front's hand-over: it sees the real peer
+            app = self.forwarded = ForwardedClientAddress(app, TrustedProxies(cfg.trusted_proxies))
+        if peers is not None:
+            app = RealClientAddress(app, peers)
         self._server = create_server(
-            RealClientAddress(self._app, peers) if peers is not None else self._app,
+            app,
             host="127.0.0.1" if internal else cfg.host,
             port=0 if internal else cfg.port,
             threads=cfg.threads,
@@ -105,7 +113,8 @@ class HttpServer:
             max_request_header_size=65536,
             url_scheme="https" if cfg.ssl else "http",
             ident="rest-gateway",
-            clear_untrusted_proxy_headers=True,
+            # with trustedProxies, ForwardedClientAddress removes them from untrusted peers itself
+            clear_untrusted_proxy_headers=not cfg.trusted_proxies,
             expose_tracebacks=False,
             # how often idle connections and overdue request heads are looked for
             cleanup_interval=max(1, min(cfg.channel_timeout // 2, 30)),

@@ -10,6 +10,8 @@ def rest_summary(cfg: RestConfig) -> list[str]:
     scheme = "https" if server.ssl else "http"
     lines = [f"  listens on {scheme}://{server.host}:{server.port} (body <= {server.max_body_bytes} bytes, "
              f"{server.threads} threads, {server.connection_limit} connections)"]
+    if server.trusted_proxies:
+        lines.append(f"  client address from X-Forwarded-For of: {', '.join(server.trusted_proxies)}")
     for mapping in cfg.mappings:
         conv = mapping.converter
         converter = f"custom {conv.extension}" if conv.type == "custom" else conv.type
@@ -17,8 +19,11 @@ def rest_summary(cfg: RestConfig) -> list[str]:
         limit = mapping.rate_limit
         limited = (f", rate limit {limit.requests:g}/{limit.per_seconds:g} s burst {limit.capacity} by {limit.by}"
                    if limit is not None else "")
+        keys = mapping.idempotency
+        once = (f", Idempotency-Key kept {keys.window_seconds} s (<= {keys.max_keys} keys)"
+                if keys is not None else "")
         lines.append(f"  {methods:<12} {mapping.endpoint}  security {mapping.security.type}, "
-                     f"converter {converter}{limited}")
+                     f"converter {converter}{limited}{once}")
     for entry in cfg.attribute_requests:
         methods = ", ".join(entry.get("HTTPMethods") or ["POST"])
         lines.append(f"  {methods:<12} {entry.get('endpoint')}  attribute request")

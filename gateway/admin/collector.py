@@ -138,6 +138,20 @@ def connector_families(name: str, metrics: dict[str, Any]) -> Iterator[Metric]:
     device_api = metrics.get("device_api")
     if device_api is not None:
         yield from device_api_families(name, device_api)
+    forwarded = metrics.get("client_address")
+    if forwarded is not None:
+        yield from client_address_families(name, forwarded)
+
+
+def client_address_families(connector: str, counts: dict[str, int]) -> Iterator[Metric]:
+    """What trustedProxies did: client addresses taken from a trusted proxy, spoofed headers ignored."""
+    family = CounterMetricFamily(P + "http_forwarded_for", "requests with X-Forwarded-For (or another forwarding "
+                                 "header), by outcome: forwarded (a trusted proxy named the client) or "
+                                 "untrusted_header (ignored: the peer is not in trustedProxies)",
+                                 labels=["connector", "outcome"])
+    for outcome, count in sorted(counts.items()):
+        family.add_metric([connector, outcome], count)
+    yield family
 
 
 def request_families(connector: str, snap: dict[str, Any]) -> Iterator[Metric]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from connectors.base import Uplink
 from converters.model import ConvertedData
+from gateway.receipts import Receipt
 
 
 class ConnectorCounts:
@@ -43,9 +44,9 @@ class CountingUplink:
         self.inner = inner
         self.counts = counts
 
-    def send(self, data: Sequence[ConvertedData]) -> None:
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
         try:
-            self.inner.send(data)
+            self.inner.send(data, receipt)
         except Exception:
             self.counts.add(len(data), 0, 0, 0)
             raise
@@ -61,6 +62,9 @@ class CountingUplink:
 
     def status(self) -> dict[str, Any]:
         return self.inner.status()
+
+    def find_receipt(self, scope: str, key: str) -> Receipt | None:
+        return self.inner.find_receipt(scope, key)
 
     def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
         return self.inner.client_rpc(method, params, timeout)

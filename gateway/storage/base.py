@@ -5,6 +5,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.receipts import Receipt
+
 
 class StorageFull(Exception):
     """The configured size limit is reached; the caller answers 503 with Retry-After."""
@@ -32,8 +34,18 @@ class EventStorage(ABC):
     """
 
     @abstractmethod
-    def put(self, payloads: Sequence[bytes]) -> None:
-        """Append ``payloads`` atomically (all or none). Raises StorageFull or StorageFailure."""
+    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None) -> None:
+        """Append ``payloads`` atomically (all or none). Raises StorageFull or StorageFailure.
+
+        With ``receipt``, it is kept with the payloads, in the same transaction: both or neither.
+        """
+
+    def find_receipt(self, scope: str, key: str, now: float) -> Receipt | None:
+        """The unexpired receipt stored for ``key`` in ``scope`` (see :mod:`gateway.receipts`), if any.
+
+        A backend that keeps no receipts finds none.
+        """
+        return None
 
     @abstractmethod
     def peek(self, limit: int) -> list[StoredEvent]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.receipts import Receipt
 from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 
@@ -81,9 +82,10 @@ class MemoryStorage(EventStorage):
         self._rejected_full = 0
         self._paced = 0
         self._ages = AgeMarks()  # ordinals: the event ids
+        self._receipts: dict[str, OrderedDict[str, Receipt]] = {}  # scope -> key -> receipt, oldest first
 
-    def put(self, payloads: Sequence[bytes]) -> None:
-        """Append all ``payloads`` or none; raises StorageFull when a limit would be passed."""
+    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None) -> None:
+        """Append all ``payloads`` or none (with ``receipt``); raises StorageFull when a limit would be passed."""
         payloads = as_payloads(payloads)
         size = payload_size(payloads)
         if not payloads:
@@ -106,6 +108,23 @@ class MemoryStorage(EventStorage):
             self._next_id += len(payloads)
             self._size += size
             self._put_count += 1
+            if receipt is not None:
+                self._keep(receipt)
+
+    def _keep(self, receipt: Receipt) -> None:
+        """Remember ``receipt`` as the newest of its scope, evicting the oldest beyond ``max_keys``. Lock held."""
+        scope = self._receipts.setdefault(receipt.scope, OrderedDict())
+        scope.pop(receipt.key, None)
+        scope[receipt.key] = receipt
+        while len(scope) > max(receipt.max_keys, 1):
+            scope.popitem(last=False)
+
+    def find_receipt(self, scope: str, key: str, now: float) -> Receipt | None:
+        """The unexpired receipt of ``key`` in ``scope``; lost on restart like the events."""
+        with self._lock:
+            self._check_open()
+            found = self._receipts.get(scope, {}).get(key)
+        return found if found is not None and found.expires > now else None
 
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest events, in order, without removing them."""
@@ -170,6 +189,7 @@ class MemoryStorage(EventStorage):
         with self._lock:
             self._closed = True
             self._events.clear()
+            self._receipts.clear()
             self._size = 0
             self._data.notify_all()
             self._progress.notify_all()

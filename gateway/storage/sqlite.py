@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from itertools import starmap
 from typing import TextIO
 
+from gateway.receipts import Receipt
 from gateway.stats import Histogram
+from gateway.storage import sqlite_receipts
 from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
@@ -48,11 +50,12 @@ class _Batch:
     finishing leader sets it to hand over, and that caller commits the batch for everyone in it.
     """
 
-    __slots__ = ("puts", "sizes", "rejected", "failure", "done", "lead")
+    __slots__ = ("puts", "sizes", "receipts", "rejected", "failure", "done", "lead")
 
     def __init__(self) -> None:
         self.puts: list[Sequence[bytes]] = []
         self.sizes: list[int] = []
+        self.receipts: list[Receipt | None] = []  # each put's receipt (Idempotency-Key), committed with it
         self.rejected: dict[int, str] = {}  # index of a refused put -> why (StorageFull)
         self.failure: str | None = None  # set when the transaction failed (StorageFailure)
         self.done = threading.Event()
@@ -96,6 +99,7 @@ class SqliteStorage(EventStorage):
         self._stats = {"put_count": 0, "rejected_full": 0, "failures": 0, "commits": 0}
         self.commit_latency = Histogram()  # seconds per group commit (one transaction, one fsync)
         self._ages = AgeMarks()  # ordinals: events counted in store order since open
+        self._receipts = sqlite_receipts.ReceiptTable()  # the leader only, like the writer
         self._head_ordinal = 0  # ordinal of the oldest stored event
         self._next_ordinal = 0
         self._lock_file = self._claim()
@@ -107,6 +111,7 @@ class SqliteStorage(EventStorage):
                 self._writer.close()
                 raise
             self._count, self._size = self._measure(self._writer, 0)
+            self._load_receipts()
         except BaseException:
             self._lock_file.close()
             raise
@@ -116,8 +121,10 @@ class SqliteStorage(EventStorage):
 
     # -- the EventStorage interface -------------------------------------------------------------
 
-    def put(self, payloads: Sequence[bytes]) -> None:
+    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None) -> None:
         """Append all ``payloads`` or none; returns once they are committed to disk.
+
+        ``receipt`` is committed in the same transaction (see :mod:`gateway.storage.sqlite_receipts`).
 
         Raises StorageFull when a limit would be passed and StorageFailure when the write fails or
         the storage is closed.
@@ -133,6 +140,7 @@ class SqliteStorage(EventStorage):
             index = len(batch.puts)
             batch.puts.append(payloads)
             batch.sizes.append(size)
+            batch.receipts.append(receipt)
             lead = index == 0 and not self._committing
             if lead:
                 self._committing = True
@@ -149,6 +157,15 @@ class SqliteStorage(EventStorage):
                 raise StorageFull(reason)
         if batch.failure is not None:
             raise StorageFailure(batch.failure)
+
+    def find_receipt(self, scope: str, key: str, now: float) -> Receipt | None:
+        """The committed, unexpired receipt of ``key`` in ``scope`` (survives a restart, like the events)."""
+        with self._read_lock:
+            self._check_open()
+            try:
+                return sqlite_receipts.find(self._reader, scope, key, now)
+            except sqlite3.Error as exc:
+                raise StorageFailure(f"cannot read idempotency keys from {self._path}: {exc}") from exc
 
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest committed events, in order, without removing them."""
@@ -266,10 +283,14 @@ class SqliteStorage(EventStorage):
         with self._lock:
             count, size = self._count, self._size
         rows: list[bytes] = []
+        receipts: list[Receipt] = []
         added = added_size = accepted = 0
-        for index, (payloads, put_size) in enumerate(zip(batch.puts, batch.sizes, strict=True)):
+        for index, (payloads, put_size, receipt) in enumerate(zip(batch.puts, batch.sizes, batch.receipts,
+                                                                  strict=True)):
             if limits.admits(count + added, size + added_size, len(payloads), put_size):
                 rows.extend(payloads)
+                if receipt is not None:
+                    receipts.append(receipt)
                 added += len(payloads)
                 added_size += put_size
                 accepted += 1
@@ -281,7 +302,7 @@ class SqliteStorage(EventStorage):
         if not rows:
             self._delete_trimmed()
         started = time.monotonic()
-        failure = self._commit(rows) if rows else None
+        failure = self._commit(rows, receipts) if rows else None
         done = time.monotonic()
         with self._lock:
             stats = self._stats
@@ -304,8 +325,8 @@ class SqliteStorage(EventStorage):
         if rows:
             self._note_health(failure)
 
-    def _commit(self, rows: list[bytes]) -> str | None:
-        """Insert ``rows`` (and delete what was removed meanwhile) in one transaction.
+    def _commit(self, rows: list[bytes], receipts: Sequence[Receipt] = ()) -> str | None:
+        """Insert ``rows`` and ``receipts`` (and delete what was removed meanwhile) in one transaction.
 
         Returns None on success, else why it failed.
         """
@@ -320,7 +341,13 @@ class SqliteStorage(EventStorage):
             for start in range(0, len(rows), _ROWS_PER_INSERT):
                 chunk = rows[start:start + _ROWS_PER_INSERT]
                 conn.execute(_insert_statement(len(chunk)), chunk)
+            if receipts:
+                now = time.time()
+                purge = self._receipts.purge_due(now)
+                counts = self._receipts.write(conn, receipts, now)
             conn.execute("COMMIT")
+            if receipts:
+                self._receipts.committed(counts, now, purge)
             self._deleted_through = trim
             return None
         except (sqlite3.Error, StorageFailure) as exc:
@@ -353,6 +380,7 @@ class SqliteStorage(EventStorage):
             pass
         self._writer = self._connect(synchronous=self._synchronous)
         count, size = self._measure(self._writer, self._trimmed_through)
+        self._load_receipts()
         with self._lock:
             self._count, self._size = count, size
             self._next_ordinal = self._head_ordinal + count
@@ -396,11 +424,18 @@ class SqliteStorage(EventStorage):
             conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
             conn.execute(_SCHEMA)
+            sqlite_receipts.create(conn)
             return conn
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
             raise StorageFailure(f"cannot open event storage {self._path}: {exc}") from exc
+
+    def _load_receipts(self) -> None:
+        try:
+            self._receipts.load(self._writer)
+        except sqlite3.Error as exc:
+            raise StorageFailure(f"cannot read idempotency keys from {self._path}: {exc}") from exc
 
     def _measure(self, conn: sqlite3.Connection, after: int) -> tuple[int, int]:
         """Events with id > ``after`` and the size they count against the limits."""
