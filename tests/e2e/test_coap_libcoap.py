@@ -207,3 +207,23 @@ def test_block2_firmware_download(gateway, tmp_path, block_size) -> None:
     assert blocks[-1][1] == b"_" and all(b[1] == b"M" for b in blocks[:-1])
     missing = run([*argv[:-1], argv[-1].replace("version=1.0", "version=9.9")], tmp_path)
     assert missing.stderr.startswith(b"4.04"), missing
+
+
+def test_attribute_answer_larger_than_a_datagram_comes_block_by_block(gateway, mqtt_subscriber, tmp_path) -> None:
+    keys = [f"config{i}" for i in range(8)]
+    values = {key: key[-1] * 300 for key in keys}  # ~2.5 KB of JSON: more than one 1024-byte datagram
+    argv = [needs_coap_client(), "-m", "get", "-b", "64", "-v", "6",
+            f"coap://127.0.0.1:{gateway.coap_port}/api/v1/{TOKEN}/attributes?clientKeys={','.join(keys)}"]
+    client = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        answer_attribute_requests(mqtt_subscriber, {True: values}, 1)
+        out, err = client.communicate(timeout=60)
+    finally:
+        client.kill()
+    assert err == b"", err
+    blocks = re.findall(rb"c:2\.05 .*?Block2:(\d+)/([M_])/64", out)
+    assert len(blocks) == -(-len(json.dumps({"client": values}, separators=(",", ":"))) // 64), out[-2000:]
+    payload = b"".join(re.findall(rb":: '(.*?)'\n", out))  # what -v 6 shows of each block, in order
+    assert json.loads(payload) == {"client": values}
+    # the later blocks come from the answer kept for the request: ThingsBoard was asked once
+    assert len(mqtt_subscriber.on("v1/gateway/attributes/request")) == 1

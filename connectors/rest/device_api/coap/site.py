@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiocoap import Message
-from aiocoap.blockwise import Block1Spool
+from aiocoap.blockwise import Block1Spool, Block2Cache
 from aiocoap.error import RenderableError
 from aiocoap.numbers.codes import Code
 
@@ -66,6 +66,7 @@ class CoapSite:
         self.busy = 0  # operations running on the executor
         self.acks: AckWatch | None = None  # set once the aiocoap context exists
         self.block1 = Block1Spool()
+        self.block2 = Block2Cache()  # answers larger than a datagram, served block by block
         self.counters = {"coap_requests": 0, "coap_rate_limited": 0, "coap_busy": 0, "coap_unparsable": 0}
 
     # ------------------------------------------------------------- entry point (aiocoap)
@@ -128,7 +129,11 @@ class CoapSite:
                 await self._run(self.ops.rpc_reply, device, rest[1], body, True)
                 return empty(Code.CREATED)
             rpc_request = self.ops.client_rpc_request(body)
-            return json_message(Code.CONTENT, await self._run(self.ops.client_rpc, device, rpc_request))
+
+            async def rpc_answer() -> Message:
+                return json_message(Code.CONTENT, await self._run(self.ops.client_rpc, device, rpc_request))
+
+            return await self.block2.extract_or_insert(request, rpc_answer)
         if feature == "attributes":
             return await self._get_attributes(pipe, request, device)
         if feature == "rpc" and len(rest) == 1:
@@ -165,11 +170,16 @@ class CoapSite:
             return await self._observe(pipe, request, device, "attributes", params)
         if request.opt.observe == 1:
             return self._deregister(request, device, "attributes")
-        values = await self._run(self.ops.request_attributes, device, params.get("clientKeys", []),
-                                 params.get("sharedKeys", []))
-        if not values:
-            return diagnostic(Code.NOT_FOUND, "none of the attributes asked for exist")
-        return json_message(Code.CONTENT, values)
+
+        async def answer() -> Message:
+            values = await self._run(self.ops.request_attributes, device, params.get("clientKeys", []),
+                                     params.get("sharedKeys", []))
+            if not values:
+                return diagnostic(Code.NOT_FOUND, "none of the attributes asked for exist")
+            return json_message(Code.CONTENT, values)
+
+        # Block2: block 0 asks ThingsBoard, the next blocks come from the answer kept for this request
+        return await self.block2.extract_or_insert(request, answer)
 
     async def _get_rpc(self, pipe: Any, request: Message, device: Device) -> Message | None:
         if request.opt.observe == 0:
