@@ -82,6 +82,26 @@ def device_api(udp_port: int, devices: int, observers: int) -> dict[str, Any]:
                                         "rateLimit": {"requests": 10_000_000, "burst": 10_000_000}}}
 
 
+def wait_coap(port: int, timeout: float = 30.0) -> None:
+    """Wait until a CoAP ping (an empty CON) on ``port`` is answered (the UDP listener starts after HTTP)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((HOST, port))
+        sock.settimeout(0.2)
+        mid = 0
+        while time.monotonic() < deadline:
+            mid += 1
+            try:
+                sock.send(bytes((0x40, 0)) + mid.to_bytes(2, "big"))
+                if sock.recv(64)[2:4] == mid.to_bytes(2, "big"):
+                    return
+            except (TimeoutError, ConnectionRefusedError):
+                time.sleep(0.05)
+    raise RuntimeError(f"nothing answered CoAP on udp {HOST}:{port} in {timeout:.0f} s")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:
         for line in fh:
@@ -168,6 +188,7 @@ def measure(args: argparse.Namespace, system: str, clients: int, broker: Mosquit
         if kind == "aiocoap":
             ceiling = CeilingCoap(workdir, server_cpus, lean=storage == "lean").start()
             try:
+                wait_coap(ceiling.port)
                 cpu0, t0 = cpu_seconds(ceiling.pid), time.perf_counter()
                 figures = in_process(coap_load.run_coap, (HOST, ceiling.port, tokens(args.devices), PAYLOAD, clients,
                                                           args.warmup, args.seconds), load_cpus)
@@ -181,6 +202,7 @@ def measure(args: argparse.Namespace, system: str, clients: int, broker: Mosquit
         base = counter.snapshot()[0]
         try:
             server.start()
+            wait_coap(udp)
             target = coap_load.run_coap if kind == "coap" else coap_load.run_http
             port = udp if kind == "coap" else server.port
             cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
@@ -203,6 +225,7 @@ def observer_memory(args: argparse.Namespace, broker: Mosquitto, storage: str) -
         server, udp = gateway(workdir, server_cpus, storage, broker, 1, args.observers)
         server.start()
         try:
+            wait_coap(udp)
             # one observer first, so aiocoap's and the observe code's one-off allocations are in the baseline
             warm = in_observers(udp, tokens(args.observers, "OBS")[:1], load_cpus)
             time.sleep(1.0)
