@@ -118,14 +118,20 @@ def in_process(target: Any, args: tuple[Any, ...], cpus: set[int] | None) -> dic
     def child() -> None:
         if cpus:
             os.sched_setaffinity(0, cpus)
-        out.put(target(*args).as_dict())
+        try:
+            out.put(target(*args).as_dict())
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which retries the run
+            out.put({"error": f"{exc.__class__.__name__}: {exc}"})
 
     proc = ctx.Process(target=child, daemon=True)
     proc.start()
     try:
-        return dict(out.get(timeout=args[5] + args[6] + 60))
+        result = dict(out.get(timeout=args[5] + args[6] + 60))
     finally:
         proc.join(10)
+    if "error" in result:
+        raise RuntimeError(f"the load generator failed: {result['error']}")
+    return result
 
 
 class CeilingCoap:
@@ -216,6 +222,18 @@ def measure(args: argparse.Namespace, system: str, clients: int, broker: Mosquit
             counter.close()
             server.stop()
     return {**row, **figures}
+
+
+def measure_retried(args: argparse.Namespace, system: str, clients: int, broker: Mosquitto,
+                    rep: int) -> dict[str, Any] | None:
+    """measure(), once more on a fresh server when a run fails (on a shared machine another process can take
+    a port between its choice and its bind); None when the second attempt fails too (the run is reported)."""
+    for attempt in (1, 2):
+        try:
+            return measure(args, system, clients, broker, rep)
+        except (RuntimeError, OSError) as exc:
+            print(f"  rep {rep} {system} c{clients}: attempt {attempt} failed: {exc}", file=sys.stderr, flush=True)
+    return None
 
 
 def observer_memory(args: argparse.Namespace, broker: Mosquitto, storage: str) -> dict[str, Any]:
@@ -340,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(1, args.repeat + 1):
                 for clients in (int(c) for c in args.clients.split(",")):
                     for system in systems:
-                        row = measure(args, system, clients, broker, rep)
+                        row = measure_retried(args, system, clients, broker, rep)
+                        if row is None:
+                            continue
                         rows.append(row)
                         print(f"  rep {rep} {system} c{clients}: {row['ok'] / row['seconds']:,.0f} msgs/s "
                               f"p50 {row['p50_ms']:.2f} p99 {row['p99_ms']:.2f} ms errors {row['codes']} "
