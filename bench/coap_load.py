@@ -22,6 +22,7 @@ import resource
 import socket
 import struct
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +62,9 @@ class LoadFigures:
 
 def coap_request(path: tuple[str, ...], payload: bytes, code: Code = Code.POST, observe: int | None = None) -> bytes:
     """A CON request with message id 0 and a zero token of TOKEN_LENGTH bytes, to be patched per send."""
-    message = Message(mtype=Type.CON, code=code, mid=0, token=b"\0" * TOKEN_LENGTH, payload=payload)
+    with warnings.catch_warnings():  # aiocoap deprecates setting these by hand; a load generator must
+        warnings.simplefilter("ignore", DeprecationWarning)
+        message = Message(mtype=Type.CON, code=code, mid=0, token=b"\0" * TOKEN_LENGTH, payload=payload)
     message.opt.uri_path = path
     if payload:
         message.opt.content_format = 50

@@ -16,9 +16,9 @@ site's: 2.01 with no payload, or the same error (5.03 with Max-Age when storage 
 
 Deduplication (RFC 7252 §4.5): a CON seen again with the same source and message id is never stored
 twice. While it is being stored the copy is ignored (as aiocoap does); once answered, the same answer
-is sent again. The fast path remembers the last ``recent_limit`` exchanges, for at most
-EXCHANGE_LIFETIME: with NSTART 1 a client retransmits only its one outstanding request, so a bounded
-memory (aiocoap's grows with the request rate for 247 s) suffices. A datagram the fast path handed to
+is sent again. The fast path remembers the last ``recent_limit`` exchanges (at least half of them), for
+at most EXCHANGE_LIFETIME: with NSTART 1 a client retransmits only its one outstanding request, so a
+bounded memory (aiocoap's grows with the request rate for 247 s) suffices. A datagram the fast path handed to
 aiocoap is remembered too, so its copies go to aiocoap's own deduplication.
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +41,8 @@ from connectors.rest.device_api.service import DeviceApi
 
 EXCHANGE_LIFETIME = 247.0  # seconds, RFC 7252 §4.8.2 with the default parameters
 DEFAULT_RECENT_LIMIT = 65_536
+#: datagrams read per wake-up of the event loop (aiocoap reads one, then goes back to epoll)
+DRAIN = 64
 _CON_POST = 0x02  # code 0.02
 _URI_PATH, _CONTENT_FORMAT = 11, 12
 _CREATED = int(Code.CREATED)
@@ -63,10 +64,7 @@ class FastPosts:
         self.counters = counters
         self.max_payload = max_payload
         self.log = log
-        self.recent_limit = recent_limit
-        self._now = now
-        # (source address, message id) -> (answer: _IN_PROGRESS, _HANDED, a code byte or the whole datagram, when)
-        self._recent: OrderedDict[tuple[Any, int], tuple[int | bytes, float]] = OrderedDict()
+        self._recent = RecentExchanges(recent_limit, EXCHANGE_LIFETIME, now)
         self._interface: Any = None
         self._pass_on: Callable[..., None] | None = None
         self.closed = False
@@ -80,8 +78,40 @@ class FastPosts:
                 self._interface = messages
                 self._pass_on = messages.datagram_msg_received
                 messages.datagram_msg_received = self.datagram_msg_received
+                self._read_many(messages)
                 return True
         return False
+
+    def _read_many(self, messages: Any) -> None:
+        """Read up to DRAIN queued datagrams per wake-up instead of one: after aiocoap's own read (which also
+        empties the socket's error queue), the rest straight from the socket. Left as aiocoap has it when its
+        transport is not the one this was written against (aiocoap 0.4's recvmsg transport)."""
+        transport = getattr(messages, "transport", None)
+        read_ready = getattr(transport, "_read_ready", None)
+        loop = getattr(transport, "_loop", None)
+        if read_ready is None or loop is None or not hasattr(transport, "get_extra_info"):
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return
+        fileno, size = sock.fileno(), int(getattr(transport, "max_size", 4096))
+
+        def ready() -> None:
+            read_ready()
+            for _ in range(DRAIN - 1):
+                if self.closed or getattr(transport, "_protocol", None) is None:
+                    return
+                try:
+                    data, ancdata, flags, address = sock.recvmsg(size, 1024)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    messages.error_received(exc)
+                    return
+                self.datagram_msg_received(data, ancdata, flags, address)
+
+        loop.remove_reader(fileno)
+        loop.add_reader(fileno, ready)
 
     # ------------------------------------------------------------- receive
 
@@ -96,10 +126,10 @@ class FastPosts:
         if parsed is None or _multicast(ancdata):
             self._pass_on(data, ancdata, flags, address)
             return
-        key = (address, int.from_bytes(data[2:4], "big"))
+        key = f"{address[0]}%{address[1]}#{data[2]}.{data[3]}"
         seen = self._recent.get(key)
         if seen is not None:
-            self._again(seen[0], data, ancdata, flags, address)
+            self._again(seen, data, ancdata, flags, address)
             return
         token, feature, body = parsed
         device = self.api.registry.lookup(token)
@@ -115,7 +145,7 @@ class FastPosts:
         self.counters["coap_requests"] += 1
         self.counters["coap_fast_posts"] += 1
         self.api.count(counter)
-        self._remember(key, _IN_PROGRESS)
+        self._recent.put(key, _IN_PROGRESS)
         self.batcher.submit(converted, lambda error: self._stored(key, data, ancdata, address, error))
 
     def _again(self, answer: int | bytes, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int,
@@ -127,15 +157,15 @@ class FastPosts:
         elif answer != _IN_PROGRESS:
             self._send(_answer(data, answer), ancdata, address)
 
-    def _hand_over(self, key: tuple[Any, int], data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int,
+    def _hand_over(self, key: str, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int,
                    address: Any) -> None:
         assert self._pass_on is not None
-        self._remember(key, _HANDED)
+        self._recent.put(key, _HANDED)
         self._pass_on(data, ancdata, flags, address)
 
     # ------------------------------------------------------------- answer
 
-    def _stored(self, key: tuple[Any, int], data: bytes, ancdata: list[tuple[int, int, bytes]], address: Any,
+    def _stored(self, key: str, data: bytes, ancdata: list[tuple[int, int, bytes]], address: Any,
                 error: BaseException | None) -> None:
         answer: int | bytes = _CREATED
         if error is not None:
@@ -144,8 +174,7 @@ class FastPosts:
                 self.log.error("CoAP device API: storing a post failed: %s", error)
                 response = diagnostic(Code.INTERNAL_SERVER_ERROR, "internal error; see the gateway log")
             answer = _error_answer(data, response)
-        if key in self._recent:
-            self._recent[key] = (answer, self._recent[key][1])
+        self._recent.answer(key, answer)
         self._send(_answer(data, answer), ancdata, address)
 
     def _send(self, datagram: bytes, ancdata: list[tuple[int, int, bytes]], address: Any) -> None:
@@ -158,19 +187,54 @@ class FastPosts:
         except Exception as exc:  # noqa: BLE001 - a send error is the device's loss, as with aiocoap
             self.log.debug("CoAP fast path: send failed: %s", exc)
 
-    def _remember(self, key: tuple[Any, int], answer: int | bytes) -> None:
-        now = self._now()
-        recent = self._recent
-        recent[key] = (answer, now)
-        recent.move_to_end(key)
-        while recent:
-            oldest_key, (_, since) = next(iter(recent.items()))
-            if len(recent) <= self.recent_limit and now - since < EXCHANGE_LIFETIME:
-                break
-            del recent[oldest_key]
-
     def __len__(self) -> int:
         return len(self._recent)
+
+
+class RecentExchanges:
+    """The answers of the last exchanges, by ``"address%port#mid"``: at most ``limit`` of them, and none
+    older than ``lifetime`` seconds (after that a device may use the message id again for a new request).
+
+    Two generations of plain dicts: new exchanges go into the current one; when it holds ``limit / 2`` or
+    is ``lifetime / 2`` old, it becomes the previous one and the previous one is dropped whole; a previous
+    generation that started ``lifetime`` ago is dropped on the next look. A lookup checks both. About
+    150 bytes per exchange; no timer and no bookkeeping per entry.
+    """
+
+    def __init__(self, limit: int, lifetime: float, now: Callable[[], float] = time.monotonic) -> None:
+        self.half = max(1, limit // 2)
+        self.lifetime = lifetime
+        self._now = now
+        self._current: dict[str, int | bytes] = {}
+        self._previous: dict[str, int | bytes] = {}
+        self._started = self._previous_started = now()
+
+    def _expire(self, adding: bool) -> None:
+        now = self._now()
+        if now - self._started >= self.lifetime / 2 or (adding and len(self._current) >= self.half):
+            self._previous, self._previous_started = self._current, self._started
+            self._current, self._started = {}, now
+        if self._previous and now - self._previous_started >= self.lifetime:
+            self._previous = {}
+
+    def get(self, key: str) -> int | bytes | None:
+        self._expire(False)
+        found = self._current.get(key)
+        return found if found is not None else self._previous.get(key)
+
+    def put(self, key: str, answer: int | bytes) -> None:
+        self._expire(True)
+        self._current[key] = answer
+
+    def answer(self, key: str, answer: int | bytes) -> None:
+        """Record the answer of an exchange still remembered (a forgotten one stays forgotten)."""
+        if key in self._current:
+            self._current[key] = answer
+        elif key in self._previous:
+            self._previous[key] = answer
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
 
 
 def _parse(data: bytes, max_payload: int) -> tuple[str, str, bytes] | None:
