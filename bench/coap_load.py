@@ -325,31 +325,30 @@ class _Observer(asyncio.DatagramProtocol):
 
 async def _observe(host: str, port: int, tokens: list[str], hold: Any, ready: Any, timeout: float) -> None:
     loop = asyncio.get_running_loop()
-    observers: list[_Observer] = []
-    waits = []
+    observers: list[tuple[_Observer, bytes]] = []
     for i, token in enumerate(tokens):
-        registered: asyncio.Future[None] = loop.create_future()
-        observer = _Observer(registered)
+        observer = _Observer(loop.create_future())
         await loop.create_datagram_endpoint(lambda o=observer: o, remote_addr=(host, port))  # type: ignore[misc]
         template = bytearray(coap_request(("api", "v1", token, "attributes"), b"", Code.GET, observe=0))
         struct.pack_into("!H", template, 2, i & 0xFFFF)
         struct.pack_into("!I", template, 4, i)
-        assert observer.transport is not None
-        observer.transport.sendto(bytes(template))
-        observers.append(observer)
-        waits.append(registered)
-        if len(waits) % 50 == 0:
-            await asyncio.sleep(0.01)  # stay under the gateway's UDP receive buffer
-    try:
-        await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        codes = Counter(o.code for o in observers)
-        named = {f"{c >> 5}.{c & 31:02d}": n for c, n in codes.items()}
-        ready.put({"observing": codes.get(CONTENT, 0), "codes": named})
-    except TimeoutError:
-        ready.put({"observing": sum(1 for o in observers if o.code == CONTENT), "timeout": True})
+        observers.append((observer, bytes(template)))
+    deadline = time.monotonic() + timeout
+    waiting = observers
+    while waiting and time.monotonic() < deadline:
+        for count, (observer, request) in enumerate(waiting, 1):  # first send, or a retransmission (same id)
+            assert observer.transport is not None
+            observer.transport.sendto(request)
+            if count % 50 == 0:
+                await asyncio.sleep(0.005)  # stay under the gateway's UDP receive buffer
+        await asyncio.sleep(2.0)
+        waiting = [(o, r) for o, r in waiting if o.registered is not None and not o.registered.done()]
+    codes = Counter(o.code for o, _ in observers)
+    ready.put({"observing": codes.get(CONTENT, 0), "unanswered": len(waiting),
+               "codes": {f"{c >> 5}.{c & 31:02d}": n for c, n in codes.items() if c}})
     while not hold.is_set():
         await asyncio.sleep(0.1)
-    for observer in observers:
+    for observer, _ in observers:
         if observer.transport is not None:
             observer.transport.close()
 
