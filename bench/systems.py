@@ -233,6 +233,9 @@ class GatewayServer(Server):
                             "security": {"accessToken": GATEWAY_TOKEN}},
             "storage": storage_cfg,
             "connectors": [{"name": "REST Connector", "type": "rest", "configuration": "rest.json"}],
+            # a free admin port: the default 9100 is often held by another daemon on a shared machine,
+            # and the gateway then refuses to start
+            "admin": {"port": free_port()},
         }
         with open(os.path.join(workdir, "rest.json"), "w", encoding="utf-8") as fh:
             json.dump(rest, fh, indent=2)

@@ -51,3 +51,27 @@ def test_rpc_smoke_every_rpc_gets_its_echo_reply(tmp_path: Path) -> None:
     assert run["load"]["non_2xx"] == 0 and run["load"]["socket_errors"] == 0, run  # no error, no missing reply
     assert 0 < run["load"]["p50_ms"] <= run["load"]["p99_ms"] <= run["load"]["max_ms"], run
     assert "RPCs/s" in done.stdout
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="the benchmark needs mosquitto")
+def test_coap_bench_smoke_every_2_01_is_delivered_and_observers_are_counted(tmp_path: Path) -> None:
+    """bench/coap.py for 1 s per system (memory storage, 4 clients, 20 observers): every system answers,
+    nothing answered 2.01/200 is lost, and the observers all got their first notification."""
+    out = tmp_path / "coap.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "coap.py"), "--seconds", "1", "--warmup", "0.5", "--clients", "4",
+         "--storage", "memory", "--observers", "20", "--pin", "off", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    runs = {r["system"]: r for r in report["runs"]}
+    assert set(runs) == {"aiocoap", "aiocoap-lean", "http-memory", "coap-memory"}
+    for run in runs.values():
+        assert run["ok"] > 0 and run["codes"] == {}, run
+        assert 0 < run["p50_ms"] <= run["p99_ms"] <= run["max_ms"], run
+    for system in ("http-memory", "coap-memory"):
+        assert runs[system]["delivered_ratio"] >= 1.0, runs[system]
+    assert report["observe"]["observers"] == 19, report["observe"]  # one more observed first, in the baseline
+    assert "KB per observing device" in done.stdout

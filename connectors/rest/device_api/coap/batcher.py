@@ -1,5 +1,8 @@
 """Many CoAP posts, one storage commit: posts that arrive while a batch is being stored go together
-into the next one, on one storage thread, so the event loop never blocks on a commit."""
+into the next one, on one storage thread, so the event loop never blocks on a commit.
+
+``submit`` takes a plain callback (the fast path for posts answers from it without a task or a future
+per message); ``store`` is the awaitable form for coroutines."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +14,8 @@ from connectors.rest.device_api.payloads import BadPayload
 from converters.model import ConvertedData
 
 Store = Callable[[Sequence[ConvertedData]], None]
+#: called on the event loop once the data is stored (None) or was refused (the exception)
+Done = Callable[[BaseException | None], None]
 
 
 class StoreBatcher:
@@ -19,7 +24,7 @@ class StoreBatcher:
     def __init__(self, store: Store, max_batch: int = 512) -> None:
         self._store = store
         self.max_batch = max_batch
-        self._pending: list[tuple[ConvertedData, asyncio.Future[None]]] = []
+        self._pending: list[tuple[ConvertedData, Done]] = []
         self._busy = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="coap-store")
         self.batches = 0
@@ -27,10 +32,23 @@ class StoreBatcher:
 
     async def store(self, data: ConvertedData) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((data, future))
+
+        def done(error: BaseException | None) -> None:
+            if future.done():
+                return  # the request was cancelled meanwhile (what was stored stays stored)
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.submit(data, done)
+        await future
+
+    def submit(self, data: ConvertedData, done: Done) -> None:
+        """Queue ``data``; ``done`` is called on the event loop's thread once it is stored or refused."""
+        self._pending.append((data, done))
         if not self._busy:
             self._next()
-        await future
 
     def _next(self) -> None:
         batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
@@ -41,7 +59,7 @@ class StoreBatcher:
         done = asyncio.get_running_loop().run_in_executor(self._thread, self._run, batch)
         done.add_done_callback(lambda outcome: self._finished(batch, outcome))
 
-    def _run(self, batch: list[tuple[ConvertedData, asyncio.Future[None]]]) -> list[BaseException | None]:
+    def _run(self, batch: list[tuple[ConvertedData, Done]]) -> list[BaseException | None]:
         """On the storage thread: the whole batch in one put; when one item is refused, each alone."""
         try:
             self._store([data for data, _ in batch])
@@ -59,20 +77,16 @@ class StoreBatcher:
                 outcomes.append(exc)
         return outcomes
 
-    def _finished(self, batch: list[tuple[ConvertedData, asyncio.Future[None]]],
+    def _finished(self, batch: list[tuple[ConvertedData, Done]],
                   outcome: asyncio.Future[list[BaseException | None]]) -> None:
         error = outcome.exception()
         results = [error] * len(batch) if error is not None else outcome.result()
         self.batches += 1
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue  # the request was cancelled meanwhile (what was stored stays stored)
+        self._next()  # the next batch starts storing while this one's answers go out
+        for (_, done), result in zip(batch, results, strict=True):
             if result is None:
                 self.stored += 1
-                future.set_result(None)
-            else:
-                future.set_exception(result)
-        self._next()
+            done(result)
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)

@@ -100,7 +100,9 @@ class CoapServer:
         context = await _Context.create_server_context(site, bind=(self.config.host, self.config.port),
                                                        transports=["udp6"])
         site.acks = AckWatch(context)
-        harden(context, site.counters, context.log)
+        harden(context, site.counters, context.log)  # first: the fast path hands what it does not serve to this
+        if not site.install_fast_path(context):
+            self.log.warning("CoAP: aiocoap has no UDP endpoint to serve posts ahead of; every request goes through it")
         self.site = site
         self._ready.set()
         try:
@@ -108,6 +110,7 @@ class CoapServer:
             site.observations.end_all()  # each sends its 2.02
             await asyncio.sleep(0.05)
         finally:
+            site.fast.closed = True
             await context.shutdown()
             site.close()
 

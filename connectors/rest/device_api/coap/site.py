@@ -20,6 +20,7 @@ from aiocoap.numbers.codes import Code
 
 from connectors.rest.device_api.coap.acks import AckWatch
 from connectors.rest.device_api.coap.batcher import StoreBatcher
+from connectors.rest.device_api.coap.fastpath import FastPosts
 from connectors.rest.device_api.coap.messages import (
     ACCEPTED_FORMATS,
     block_of,
@@ -67,7 +68,13 @@ class CoapSite:
         self.acks: AckWatch | None = None  # set once the aiocoap context exists
         self.block1 = Block1Spool()
         self.block2 = Block2Cache()  # answers larger than a datagram, served block by block
-        self.counters = {"coap_requests": 0, "coap_rate_limited": 0, "coap_busy": 0, "coap_unparsable": 0}
+        self.counters = {"coap_requests": 0, "coap_rate_limited": 0, "coap_busy": 0, "coap_unparsable": 0,
+                         "coap_fast_posts": 0}
+        self.fast = FastPosts(api, self.batcher, self.limiter, self.counters, config.max_payload_bytes, log)
+
+    def install_fast_path(self, context: Any) -> bool:
+        """Serve plain telemetry/attribute posts ahead of aiocoap on ``context``'s UDP endpoint (fastpath.py)."""
+        return self.fast.install(context)
 
     # ------------------------------------------------------------- entry point (aiocoap)
 
@@ -291,6 +298,7 @@ class CoapSite:
                 "coap_store_batches": self.batcher.batches, "coap_rate_limited_addresses": len(self.limiter)}
 
     def close(self) -> None:
+        self.fast.closed = True
         self.batcher.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 

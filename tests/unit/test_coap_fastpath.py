@@ -1,0 +1,249 @@
+"""The CoAP fast path for plain posts: what it serves itself, what it hands to aiocoap unchanged, and its
+deduplication (stored once, the same answer again, bounded memory)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import warnings
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
+from aiocoap.optiontypes import BlockOption
+
+from connectors.rest.device_api.coap.batcher import StoreBatcher
+from connectors.rest.device_api.coap.fastpath import FastPosts
+from connectors.rest.device_api.coap.ratelimit import AddressLimiter
+from connectors.rest.device_api.model import CoapRateLimit
+from connectors.rest.device_api.operations import Unavailable
+from connectors.rest.device_api.registry import Device
+from converters.model import ConvertedData
+
+TOKEN = "FAST_TOKEN"
+DEVICE = Device("Fast device", "sensor")
+ADDRESS = ("::ffff:127.0.0.1", 40000, 0, 0)
+OPEN: list[Setup] = []  # closed after each test (their storage threads)
+
+
+class Endpoint:
+    """Stands in for aiocoap's UDP endpoint: records what is passed on to aiocoap and what is sent."""
+
+    def __init__(self) -> None:
+        self.passed: list[bytes] = []
+        self.sent: list[tuple[bytes, Any, Any]] = []
+        self.transport = SimpleNamespace(sendmsg=lambda data, anc, flags, addr: self.sent.append((data, anc, addr)))
+
+    def datagram_msg_received(self, data: bytes, ancdata: Any, flags: int, address: Any) -> None:
+        self.passed.append(data)
+
+
+class Setup:
+    def __init__(self, limit: CoapRateLimit | None = None, fail: BaseException | None = None,
+                 recent_limit: int = 1000) -> None:
+        self.stored: list[ConvertedData] = []
+        self.fail = fail
+        self.counts: dict[str, int] = {}
+        registry = SimpleNamespace(lookup=lambda token: DEVICE if token == TOKEN else None)
+        api = SimpleNamespace(registry=registry, count=self.count)
+        self.batcher = StoreBatcher(self.store)
+        OPEN.append(self)
+        self.counters = {"coap_requests": 0}
+        self.clock = [0.0]
+        self.fast = FastPosts(api, self.batcher, AddressLimiter(limit or CoapRateLimit()), self.counters, 1000,  # type: ignore[arg-type]
+                              logging.getLogger("test"), recent_limit, now=lambda: self.clock[0])
+        self.endpoint = Endpoint()
+        context = SimpleNamespace(request_interfaces=[SimpleNamespace(
+            token_interface=SimpleNamespace(message_interface=self.endpoint))])
+        assert self.fast.install(context)
+
+    def count(self, key: str) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def store(self, data: Sequence[ConvertedData]) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.stored.extend(data)
+
+    def feed(self, datagram: bytes, ancdata: Any = (), address: Any = ADDRESS) -> None:
+        self.endpoint.datagram_msg_received(datagram, list(ancdata), 0, address)
+
+    def answers(self) -> list[Message]:
+        return [Message.decode(data) for data, _, _ in self.endpoint.sent]
+
+
+def post(path: str = f"api/v1/{TOKEN}/telemetry", payload: bytes = b'{"t": 1}', mid: int = 7,
+         token: bytes = b"\x01\x02\x03\x04", mtype: Type = Type.CON, code: Code = Code.POST, **options: Any) -> bytes:
+    with warnings.catch_warnings():  # aiocoap deprecates setting these by hand; a test must
+        warnings.simplefilter("ignore", DeprecationWarning)
+        message = Message(mtype=mtype, code=code, mid=mid, token=token, payload=payload)
+    message.opt.uri_path = tuple(path.split("/"))
+    for name, value in options.items():
+        setattr(message.opt, name, value)
+    return bytes(message.encode())
+
+
+async def settle(setup: Setup, sent: int) -> None:
+    """Wait (on the loop, generously) until ``sent`` datagrams were sent by the fast path."""
+    for _ in range(500):
+        if len(setup.endpoint.sent) >= sent:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"only {len(setup.endpoint.sent)} answers were sent, {sent} expected")
+
+
+def run(test: Any) -> None:
+    async def main() -> None:
+        await test()
+
+    try:
+        asyncio.run(main())
+    finally:
+        while OPEN:
+            OPEN.pop().batcher.close()
+
+
+def test_a_plain_post_is_stored_and_answered_2_01_piggybacked() -> None:
+    async def body() -> None:
+        setup = Setup()
+        setup.feed(post(content_format=50))
+        setup.feed(post(f"api/v1/{TOKEN}/attributes", b'{"fw": "1.0"}', mid=8, token=b"\x09"))
+        await settle(setup, 2)
+        first, second = setup.answers()
+        assert (first.mtype, first.code, first.mid, first.token, first.payload) == \
+            (Type.ACK, Code.CREATED, 7, b"\x01\x02\x03\x04", b"")
+        assert (second.code, second.mid, second.token) == (Code.CREATED, 8, b"\x09")
+        assert setup.endpoint.passed == []
+        stored = [d.telemetry[0].values if d.telemetry else d.attributes for d in setup.stored]
+        assert stored == [{"t": 1}, {"fw": "1.0"}]
+        assert setup.stored[0].device_name == DEVICE.name
+        assert setup.counts == {"telemetry_posts": 1, "attribute_posts": 1}
+        assert setup.counters["coap_fast_posts"] == 2 and setup.counters["coap_requests"] == 2
+    run(body)
+
+
+def test_a_duplicate_is_ignored_while_stored_then_answered_again_and_never_stored_twice() -> None:
+    async def body() -> None:
+        setup = Setup()
+        datagram = post()
+        setup.feed(datagram)
+        setup.feed(datagram)  # while the first is being stored: no answer, no second store
+        await settle(setup, 1)
+        setup.feed(datagram)  # the answer was lost: the same answer again
+        await settle(setup, 2)
+        assert [a.code for a in setup.answers()] == [Code.CREATED, Code.CREATED]
+        assert len({a.mid for a in setup.answers()}) == 1
+        setup.feed(post(mid=8))  # another message id from the same device is a new request
+        await settle(setup, 3)
+        assert len(setup.stored) == 2
+        other = ("::ffff:127.0.0.2", 40000, 0, 0)
+        setup.feed(datagram, address=other)  # the same message id from another endpoint is new too
+        await settle(setup, 4)
+        assert len(setup.stored) == 3
+    run(body)
+
+
+BLOCK1 = BlockOption.BlockwiseTuple(0, True, 6)
+
+
+@pytest.mark.parametrize("datagram", [
+    post(code=Code.GET, payload=b""),
+    post(code=Code.PUT),
+    post(mtype=Type.NON),
+    post(payload=b""),  # no payload: the site's 4.00
+    post(payload=b'{"t": '),  # bad JSON: the site's 4.00 with the reason
+    post(payload=b"x" * 1001),  # over maxPayloadBytes: the site's 4.13
+    post("api/v1/WRONG/telemetry"),  # unknown token: the site's 4.01
+    post(f"api/v1/{TOKEN}/claim"),
+    post(f"api/v1/{TOKEN}/rpc"),
+    post(f"api/v1/{TOKEN}/telemetry/x"),
+    post(f"api/v2/{TOKEN}/telemetry"),
+    post(content_format=60),  # CBOR: the site's 4.15
+    post(block1=BLOCK1),
+    post(observe=0),
+    post(uri_query=("a=b",)),
+    post(uri_host="example"),
+    b"\x40\x02\x00",  # truncated
+    bytes((0x49, 0x02, 0, 1)) + b"\x00" * 9 + b"\xff{}",  # token length 9: malformed
+    b"\x44\x02\x00\x01abcd\xbf",  # option delta 11, length 15: malformed
+    b"\x44\x02\x00\x01abcd\xb5api",  # Uri-Path runs past the end
+    b"\x80\x02\x00\x01\xff{}",  # CoAP version 2
+])
+def test_anything_else_is_handed_to_aiocoap_unchanged(datagram: bytes) -> None:
+    async def body() -> None:
+        setup = Setup()
+        setup.feed(datagram)
+        setup.feed(datagram)  # and so are its copies: aiocoap deduplicates those itself
+        assert setup.endpoint.passed == [datagram, datagram]
+        await asyncio.sleep(0.05)
+        assert setup.endpoint.sent == [] and setup.stored == []
+        assert setup.counts == {} and setup.counters["coap_fast_posts"] == 0
+    run(body)
+
+
+def test_a_long_token_is_still_served() -> None:
+    async def body() -> None:
+        setup = Setup()
+        long_token = "T" * 200  # a Uri-Path option with a one-byte extended length
+        setup.fast.api.registry.lookup = lambda token: DEVICE if token == long_token else None
+        setup.feed(post(f"api/v1/{long_token}/telemetry"))
+        await settle(setup, 1)
+        assert setup.answers()[0].code == Code.CREATED and len(setup.stored) == 1
+    run(body)
+
+
+def test_a_rate_limited_address_and_a_multicast_destination_go_to_aiocoap() -> None:
+    async def body() -> None:
+        setup = Setup(CoapRateLimit(requests=1, per_seconds=3600, burst=1))
+        setup.feed(post(mid=1))
+        setup.feed(post(mid=2))  # over the limit: the site answers 4.29 with Max-Age
+        await settle(setup, 1)
+        assert len(setup.endpoint.passed) == 1 and len(setup.stored) == 1
+        multicast = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, b"\xff\x02" + b"\0" * 13 + b"\xfd" + b"\0" * 4)
+        setup.feed(post(mid=3), ancdata=[multicast])
+        assert len(setup.endpoint.passed) == 2
+    run(body)
+
+
+def test_a_refusing_storage_is_answered_5_03_with_max_age() -> None:
+    async def body() -> None:
+        setup = Setup(fail=Unavailable("storage is full", 7))
+        setup.feed(post())
+        await settle(setup, 1)
+        answer = setup.answers()[0]
+        assert (answer.mtype, answer.code, answer.mid, answer.opt.max_age) == (Type.ACK, Code.SERVICE_UNAVAILABLE, 7, 7)
+        assert b"storage is full" in answer.payload
+        setup.feed(post())  # its copy gets the same answer, and nothing is stored
+        await settle(setup, 2)
+        assert setup.endpoint.sent[1][0] == setup.endpoint.sent[0][0] and setup.stored == []
+    run(body)
+
+
+def test_the_exchanges_remembered_are_bounded_in_number_and_time() -> None:
+    async def body() -> None:
+        setup = Setup(recent_limit=10)
+        for mid in range(25):
+            setup.feed(post(mid=mid))
+        await settle(setup, 25)
+        assert len(setup.fast) == 10
+        setup.clock[0] = 300.0  # past EXCHANGE_LIFETIME: the next exchange pushes all the old ones out
+        setup.feed(post(mid=99))
+        await settle(setup, 26)
+        assert len(setup.fast) == 1
+    run(body)
+
+
+def test_a_message_id_used_again_after_the_exchange_lifetime_is_a_new_request() -> None:
+    async def body() -> None:
+        setup = Setup()
+        setup.feed(post())
+        await settle(setup, 1)
+        setup.clock[0] = 250.0  # past EXCHANGE_LIFETIME (247 s): the device may reuse the message id
+        setup.feed(post(payload=b'{"t": 2}'))
+        await settle(setup, 2)
+        assert [d.telemetry[0].values for d in setup.stored] == [{"t": 1}, {"t": 2}]
+    run(body)
