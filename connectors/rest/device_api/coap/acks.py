@@ -5,7 +5,7 @@ task) on RST or after the last retransmission; but it tells the resource nothing
 RPC delivery needs that moment (an RPC is delivered when the device acknowledged it, and the next
 is sent only then), so this module wraps the one method of aiocoap's message manager that sees
 the ACK. It is the only place that touches aiocoap internals; setup.py pins aiocoap below 0.5 and
-tests/integration/test_coap_observe.py fails if the hook stops firing.
+tests/e2e/test_coap_observe.py fails if the hook stops firing.
 """
 from __future__ import annotations
 
