@@ -13,11 +13,11 @@ from gateway.storage.base import EventStorage, StorageFull
 from gateway.storage.memory import MemoryStorage, SizeLimits
 from gateway.storage.sqlite import SqliteStorage
 
-NOW = time.time()  # the sqlite purge deletes by the real clock
 
-
-def receipt(key: str, scope: str = "/data\n", expires: float = NOW + 60, max_keys: int = 100) -> Receipt:
-    return Receipt(scope, key, b"fp-" + key.encode(), 200, b'{"stored":1}', "application/json", expires, max_keys)
+def receipt(key: str, scope: str = "/data\n", expires: float | None = None, max_keys: int = 100) -> Receipt:
+    """A receipt expiring an hour from now by default (the sqlite purge deletes by the real clock)."""
+    return Receipt(scope, key, b"fp-" + key.encode(), 200, b'{"stored":1}', "application/json",
+                   time.time() + 3600 if expires is None else expires, max_keys)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -39,12 +39,13 @@ def make(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[..., Eve
 def test_a_receipt_is_found_until_it_expires(make) -> None:
     storage = make()
     storage.put([b"a"], receipt("k1"))
-    found = storage.find_receipt("/data\n", "k1", NOW)
+    found = storage.find_receipt("/data\n", "k1", time.time())
     assert found is not None and found.body == b'{"stored":1}' and found.fingerprint == b"fp-k1"
     assert found.status == 200 and found.content_type == "application/json"
-    assert storage.find_receipt("/data\n", "k1", NOW + 61) is None
-    assert storage.find_receipt("/other\n", "k1", NOW) is None
-    assert storage.find_receipt("/data\n", "k2", NOW) is None
+    assert storage.find_receipt("/data\n", "k1", found.expires) is None
+    assert storage.find_receipt("/data\n", "k1", found.expires - 1) is not None
+    assert storage.find_receipt("/other\n", "k1", time.time()) is None
+    assert storage.find_receipt("/data\n", "k2", time.time()) is None
 
 
 def test_a_refused_put_keeps_no_receipt(make) -> None:
@@ -52,7 +53,7 @@ def test_a_refused_put_keeps_no_receipt(make) -> None:
     storage.put([b"a"], receipt("k1"))
     with pytest.raises(StorageFull):
         storage.put([b"b"], receipt("k2"))
-    assert storage.find_receipt("/data\n", "k2", NOW) is None
+    assert storage.find_receipt("/data\n", "k2", time.time()) is None
     assert storage.count() == 1
 
 
@@ -61,11 +62,11 @@ def test_the_oldest_receipts_of_a_scope_are_evicted(make) -> None:
     for n in range(5):
         storage.put([b"x"], receipt(f"k{n}", max_keys=3))
     storage.put([b"x"], receipt("other", scope="/other\n", max_keys=3))
-    assert [storage.find_receipt("/data\n", f"k{n}", NOW) is not None for n in range(5)] == [
+    assert [storage.find_receipt("/data\n", f"k{n}", time.time()) is not None for n in range(5)] == [
         False, False, True, True, True]
-    assert storage.find_receipt("/other\n", "other", NOW) is not None
+    assert storage.find_receipt("/other\n", "other", time.time()) is not None
     storage.put([b"x"], receipt("k2", max_keys=3))  # stored again: the newest now, nothing else evicted
-    assert storage.find_receipt("/data\n", "k3", NOW) is not None
+    assert storage.find_receipt("/data\n", "k3", time.time()) is not None
 
 
 def test_sqlite_keeps_receipts_across_a_reopen_and_bounds_them_there(tmp_path) -> None:
@@ -76,10 +77,10 @@ def test_sqlite_keeps_receipts_across_a_reopen_and_bounds_them_there(tmp_path) -
     storage.close()
     storage = SqliteStorage(path, SizeLimits(1000, 1 << 30))
     try:
-        assert storage.find_receipt("/data\n", "k0", NOW) is not None
+        assert storage.find_receipt("/data\n", "k0", time.time()) is not None
         storage.put([b"x"], receipt("k3", max_keys=3))  # the count was read at open: k0 goes
-        assert storage.find_receipt("/data\n", "k0", NOW) is None
-        assert storage.find_receipt("/data\n", "k3", NOW) is not None
+        assert storage.find_receipt("/data\n", "k0", time.time()) is None
+        assert storage.find_receipt("/data\n", "k3", time.time()) is not None
     finally:
         storage.close()
     rows = sqlite3.connect(path).execute("SELECT count(*) FROM receipts").fetchone()[0]
