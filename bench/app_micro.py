@@ -34,7 +34,7 @@ from bench.ceiling_app import create_app as create_ceiling_app  # noqa: E402
 from bench.scenarios import ENDPOINT, SCENARIOS  # noqa: E402
 from connectors.rest.config import load_rest_config  # noqa: E402
 from connectors.rest.connector import RestConnector  # noqa: E402
-from gateway.statistics.counting import ConnectorCounts, CountingUplink  # noqa: E402
+from gateway.statistics.counting import ConnectorCounts  # noqa: E402
 from gateway.storage.memory import MemoryStorage, SizeLimits  # noqa: E402
 from gateway.uplink import GatewayUplink  # noqa: E402
 
@@ -63,9 +63,8 @@ def gateway_app(converter: dict[str, Any], storage: MemoryStorage, metrics: bool
         with open(path, "w", encoding="utf-8") as file:
             json.dump({"host": "127.0.0.1", "port": "8080", "mapping": [mapping]}, file)
         config = load_rest_config(path)
-    uplink: Any = GatewayUplink(storage, _Northbound())
-    if statistics:
-        uplink = CountingUplink(uplink, ConnectorCounts("bench"))
+    uplink: Any = GatewayUplink(storage, _Northbound()).for_connector(
+        "bench", ConnectorCounts("bench") if statistics else None)
     connector = RestConnector("bench", config, uplink,
                               [os.path.join(ROOT, "extensions")], metrics=metrics)
     return connector.app

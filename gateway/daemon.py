@@ -24,7 +24,6 @@ from gateway.gateway_rpc import GatewayRpc
 from gateway.logs import mask_more, set_level
 from gateway.northbound import Northbound
 from gateway.reload import Reloader, ReloadResult
-from gateway.statistics.counting import CountingUplink
 from gateway.statistics.reporter import StatisticsReporter
 from gateway.storage.factory import create_storage
 from gateway.uplink import GatewayUplink
@@ -82,11 +81,10 @@ class Daemon:
                 raise ValueError(f"unknown connector type {entry.type!r}")
             own_dir = state_dir if len(loaded.connectors) == 1 else \
                 os.path.join(state_dir, re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name))
-            uplinks[entry.name] = self.uplink.for_connector(entry.name)
-            uplink = uplinks[entry.name] if self.statistics is None else \
-                CountingUplink(uplinks[entry.name], self.statistics.counts_for(entry.name))
+            counts = self.statistics.counts_for(entry.name) if self.statistics is not None else None
+            uplinks[entry.name] = self.uplink.for_connector(entry.name, counts)
             self.connectors.append(kind.create(ConnectorContext(
-                entry.name, config, uplink, extension_paths,
+                entry.name, config, uplinks[entry.name], extension_paths,
                 logging.getLogger(f"connectors.{entry.type}.{entry.name}"), own_dir, metrics=cfg.admin.enabled)))
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
         self.northbound.set_gateway_rpc_handler(GatewayRpc(self.northbound, uplinks, self.storage.count,

@@ -10,6 +10,7 @@ from converters.model import ConvertedData
 from gateway.northbound.records import encode_text as _encode
 from gateway.rate_limit import RateLimited, RequestRateLimit, TokenBuckets
 from gateway.receipts import Receipt
+from gateway.statistics.counting import ConnectorCounts
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull
 
 
@@ -108,9 +109,10 @@ class GatewayUplink:
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)
 
-    def for_connector(self, name: str) -> ConnectorUplink:
-        """The uplink handed to connector ``name``: the same, plus who posted through it (activity, stats)."""
-        return ConnectorUplink(self, name)
+    def for_connector(self, name: str, counts: ConnectorCounts | None = None) -> ConnectorUplink:
+        """The uplink handed to connector ``name``: the same, plus who posted through it (activity, stats);
+        ``counts``: where its sends are counted for the statistics telemetry (statistics on)."""
+        return ConnectorUplink(self, name, counts)
 
     def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
         return self.northbound.client_rpc(method, params, timeout)
@@ -139,17 +141,27 @@ class GatewayUplink:
 
 class ConnectorUplink:
     """One connector's view of :class:`GatewayUplink`: stores the same way, and notes each device that
-    posted through it (inactivity checks, the ``devices`` and ``stats`` gateway RPCs)."""
+    posted through it (inactivity checks, the ``devices`` and ``stats`` gateway RPCs) and, with
+    statistics on, what it produced and stored (``counts``)."""
 
-    def __init__(self, shared: GatewayUplink, connector: str) -> None:
+    def __init__(self, shared: GatewayUplink, connector: str, counts: ConnectorCounts | None = None) -> None:
         self.shared = shared
         self.connector = connector
+        self.counts = counts
         self.events_produced = 0  # messages stored through this connector since start
         # in-process tests and benchmarks may pass a northbound without activity tracking
         self._posted = getattr(shared.northbound, "device_posted", None)
 
     def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
-        self.shared.send(data, receipt)
+        counts = self.counts
+        try:
+            self.shared.send(data, receipt)
+        except Exception:
+            if counts is not None:
+                counts.refused(data)
+            raise
+        if counts is not None:
+            counts.stored(data)
         self.events_produced += len(data)  # a lost increment under a race only blurs a statistic
         if self._posted is not None:
             self._posted([item.device_name for item in data], self.connector)

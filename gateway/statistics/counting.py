@@ -1,17 +1,15 @@
-"""Per-connector counts for the statistics: an :class:`~connectors.base.Uplink` that counts what passes.
+"""Per-connector counts for the statistics telemetry: messages produced and stored, and their data points.
 
-The daemon gives each connector a :class:`CountingUplink` over the shared gateway uplink when
-statistics are on, so connectors stay unaware of them: per ``send`` one lock and a few additions.
+With statistics on, each connector's :class:`~gateway.uplink.ConnectorUplink` holds one
+:class:`ConnectorCounts` and counts every ``send`` into it, so connectors stay unaware of them:
+per ``send`` one lock and a few additions.
 """
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
 
-from connectors.base import Uplink
 from converters.model import ConvertedData
-from gateway.receipts import Receipt
 
 
 class ConnectorCounts:
@@ -32,45 +30,19 @@ class ConnectorCounts:
             totals["timeseries"] += timeseries
             totals["attributes"] += attributes
 
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._totals)
+    def refused(self, data: Sequence[ConvertedData]) -> None:
+        """``data`` was offered but not stored (storage refused it): produced, not sent."""
+        self.add(len(data), 0, 0, 0)
 
-
-class CountingUplink:
-    """Delegates to ``inner``; counts converted messages offered (produced) and stored, and their data points."""
-
-    def __init__(self, inner: Uplink, counts: ConnectorCounts) -> None:
-        self.inner = inner
-        self.counts = counts
-
-    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
-        try:
-            self.inner.send(data, receipt)
-        except Exception:
-            self.counts.add(len(data), 0, 0, 0)
-            raise
+    def stored(self, data: Sequence[ConvertedData]) -> None:
+        """``data`` was stored: produced and sent, with its telemetry values and attribute keys."""
         timeseries = attributes = 0
         for item in data:  # a plain loop: about twice as fast as two generator sums on this hot path
             attributes += len(item.attributes)
             for entry in item.telemetry:
                 timeseries += len(entry.values)
-        self.counts.add(len(data), len(data), timeseries, attributes)
+        self.add(len(data), len(data), timeseries, attributes)
 
-    def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
-        self.inner.publish_rpc_reply(device, request_id, data)
-
-    def status(self) -> dict[str, Any]:
-        return self.inner.status()
-
-    def find_receipt(self, scope: str, key: str) -> Receipt | None:
-        return self.inner.find_receipt(scope, key)
-
-    def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
-        return self.inner.client_rpc(method, params, timeout)
-
-    def claim(self, device: str, secret_key: str, duration_ms: int) -> None:
-        self.inner.claim(device, secret_key, duration_ms)
-
-    def request_attributes(self, device: str, client: bool, keys: list[str], timeout: float) -> dict[str, Any] | None:
-        return self.inner.request_attributes(device, client, keys, timeout)
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._totals)

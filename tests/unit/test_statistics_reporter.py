@@ -10,7 +10,6 @@ import pytest
 from connectors.base import UplinkUnavailable
 from converters.model import ConvertedData, TelemetryEntry
 from gateway.config.model import StatisticsConfig, StorageConfig
-from gateway.statistics.counting import CountingUplink
 from gateway.statistics.reporter import StatisticsReporter, connector_key
 from gateway.storage.factory import create_storage
 from gateway.uplink import GatewayUplink
@@ -55,7 +54,7 @@ def stored_values(storage: Any) -> list[dict[str, Any]]:
 
 def test_each_message_carries_its_period_under_the_reference_keys(setup: Any) -> None:
     storage, link, reporter = setup
-    uplink = CountingUplink(GatewayUplink(storage, link), reporter.counts_for("REST Connector"))
+    uplink = GatewayUplink(storage, link).for_connector("REST Connector", reporter.counts_for("REST Connector"))
     assert connector_key("My HTTP  API", "EventsSent") == "MyHTTPAPIEventsSent"
     reporter.start()
     reporter.stop()  # the thread is not needed: report() is called by hand below
@@ -77,7 +76,7 @@ def test_each_message_carries_its_period_under_the_reference_keys(setup: Any) ->
 
 def test_a_refused_put_counts_as_produced_not_sent(setup: Any) -> None:
     storage, link, reporter = setup
-    uplink = CountingUplink(GatewayUplink(storage, link), reporter.counts_for("c"))
+    uplink = GatewayUplink(storage, link).for_connector("c", reporter.counts_for("c"))
     for index in range(10):
         uplink.send([data(f"d{index}", {"t": index})])
     with pytest.raises(UplinkUnavailable):
@@ -88,7 +87,7 @@ def test_a_refused_put_counts_as_produced_not_sent(setup: Any) -> None:
 
 def test_a_nearly_full_storage_keeps_its_room_for_device_data_and_counts_carry_over(setup: Any) -> None:
     storage, link, reporter = setup
-    uplink = CountingUplink(GatewayUplink(storage, link), reporter.counts_for("c"))
+    uplink = GatewayUplink(storage, link).for_connector("c", reporter.counts_for("c"))
     for index in range(9):  # 90 % of max_records=10
         uplink.send([data(f"d{index}", {"t": index})])
     assert reporter.report() is False and reporter.skipped == 1 and storage.count() == 9
