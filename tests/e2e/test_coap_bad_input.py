@@ -7,12 +7,12 @@ import json
 import random
 
 import pytest
-import requests
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.optiontypes import OpaqueOption, StringOption
 
+from tests.e2e.test_coap_observe import metric
 from tests.fixtures.coap import RawClient, coap_rest, free_udp_port
 
 TOKEN, DEVICE = "BAD_INPUT_TOKEN", "Bad Input Sensor"
@@ -104,14 +104,6 @@ def assert_still_serving_and_only(client: RawClient, subscriber, stored: list[di
     # per device the gateway delivers in order: anything stored before "alive" has arrived by now
     assert [e["values"] for e in subscriber.telemetry_for(DEVICE)] == [*stored, {"alive": 1}]
     assert all(set(body) == {DEVICE} for body in subscriber.on("v1/gateway/telemetry"))
-
-
-def metric(gw, name: str) -> float:
-    text = requests.get(gw.admin_url("/metrics"), timeout=5).text
-    for line in text.splitlines():
-        if line.startswith(f"rest_gateway_device_api_{name}{{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no metric {name}")
 
 
 def test_malformed_datagrams_get_silence_or_an_error_and_store_nothing(gateway, client, mqtt_subscriber) -> None:

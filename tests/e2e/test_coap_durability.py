@@ -15,27 +15,12 @@ import pytest
 from aiocoap.numbers.codes import Code
 
 from tests.e2e.test_durability import assert_all_delivered_in_order
-from tests.fixtures.broker import Broker, Subscriber
+
+# this module's broker and subscriber keep sessions across restarts (they override the shared fixtures)
+from tests.fixtures.broker import persistent_broker, persistent_subscriber  # noqa: F401
 from tests.fixtures.coap import RawClient, coap_rest, free_udp_port
 
 DEVICES = [{"accessToken": f"COAP_DURABLE_{i}", "deviceName": f"coap-dev{i}"} for i in range(6)]
-
-
-@pytest.fixture
-def broker(tmp_path):
-    """This module's broker keeps sessions across restarts (overrides the shared fixture)."""
-    instance = Broker(tmp_path, persistent=True)
-    instance.start()
-    yield instance
-    if instance.running:
-        instance.stop()
-
-
-@pytest.fixture
-def mqtt_subscriber(broker):
-    sub = Subscriber(broker, persistent=True).start()
-    yield sub
-    sub.close()
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import psutil
 import pytest
-import requests
 
 from tests.e2e.test_coap_durability import Load
+from tests.e2e.test_coap_observe import metric
 from tests.e2e.test_durability import assert_all_delivered_in_order
 from tests.fixtures.coap import ObserverSwarm, coap_rest, free_udp_port
 
@@ -23,13 +23,6 @@ def gateway(make_daemon):
     return gw
 
 
-def attribute_observations(gw) -> float:
-    for line in requests.get(gw.admin_url("/metrics"), timeout=5).text.splitlines():
-        if line.startswith("rest_gateway_device_api_coap_observations_attributes{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError("no coap_observations_attributes metric")
-
-
 def test_a_thousand_observers_while_others_post(gateway, mqtt_subscriber) -> None:
     process = psutil.Process(gateway.proc.pid)
     swarm = ObserverSwarm(gateway.coap_port, [d["accessToken"] for d in OBSERVERS])
@@ -39,7 +32,7 @@ def test_a_thousand_observers_while_others_post(gateway, mqtt_subscriber) -> Non
         swarm.register()
         after = process.memory_info().rss
         assert all(notes == [{}] for notes in swarm.notifications.values())  # nothing was kept for them
-        assert attribute_observations(gateway) == len(OBSERVERS)
+        assert metric(gateway, "coap_observations_attributes") == len(OBSERVERS)
         print(f"observers={len(OBSERVERS)} rss_before_mb={before / 2**20:.1f} rss_after_mb={after / 2**20:.1f} "
               f"per_observer_kb={(after - before) / len(OBSERVERS) / 1024:.1f}")
 

@@ -14,27 +14,12 @@ import pytest
 import requests
 
 from tests.e2e.test_uplink import json_mapping
-from tests.fixtures.broker import Broker, Subscriber
+
+# this module's broker and subscriber keep sessions across restarts (they override the shared fixtures)
+from tests.fixtures.broker import persistent_broker, persistent_subscriber  # noqa: F401
 
 CONVERTER = {"deviceNameExpression": "${dev}", "deviceTypeExpression": "meter", "attributes": [],
              "timeseries": [{"type": "int", "key": "seq", "value": "${seq}"}]}
-
-
-@pytest.fixture
-def broker(tmp_path):
-    """This module's broker keeps sessions across restarts (overrides the shared fixture)."""
-    instance = Broker(tmp_path, persistent=True)
-    instance.start()
-    yield instance
-    if instance.running:
-        instance.stop()
-
-
-@pytest.fixture
-def mqtt_subscriber(broker):
-    sub = Subscriber(broker, persistent=True).start()
-    yield sub
-    sub.close()
 
 
 def post_until(url: str, device: str, acked: list, stop: threading.Event, limit: int = 100_000) -> None:

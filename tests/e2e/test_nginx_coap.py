@@ -21,6 +21,7 @@ import pytest
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
+from tests.e2e.test_haproxy import in_order
 from tests.fixtures.coap import RawClient, coap_rest, free_udp_port
 from tests.fixtures.daemon import ROOT
 
@@ -119,20 +120,6 @@ class Device(threading.Thread):
                     self.other.append(str(answer.code if answer is not None else "no answer"))
         finally:
             self.client.close()
-
-
-def in_order(numbers: list[int]) -> bool:
-    """New numbers strictly increase; a number seen before may come again (a re-delivery)."""
-    seen: set[int] = set()
-    highest = 0
-    for n in numbers:
-        if n in seen:
-            continue
-        if n <= highest:
-            return False
-        seen.add(n)
-        highest = n
-    return True
 
 
 def two_instances(make_daemon: Any) -> dict[str, Any]:
