@@ -171,21 +171,6 @@ def gateway(workdir: str, cpus: set[int] | None, storage: str, broker: Mosquitto
     return server, udp
 
 
-def wait_delivered(counter: DeliveryCounter, server: GatewayServer, expected: int, timeout: float = 120.0) -> int:
-    """Entries delivered once the gateway's queue is empty and the count quiet (at least ``expected`` if none lost)."""
-    deadline = time.monotonic() + timeout
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        got = counter.snapshot()[0]
-        if got != last:
-            last, since = got, time.monotonic()
-        elif time.monotonic() - since >= 0.5 and (got >= expected or time.monotonic() - since > 5) \
-                and server.pending() == 0:
-            break
-        time.sleep(0.05)
-    return counter.snapshot()[0]
-
-
 def measure(args: argparse.Namespace, system: str, clients: int, broker: Mosquitto, rep: int) -> dict[str, Any]:
     server_cpus, load_cpus = (SERVER_CPUS, LOAD_CPUS) if args.pin == "on" else (None, None)
     kind, _, storage = system.partition("-")
@@ -216,7 +201,8 @@ def measure(args: argparse.Namespace, system: str, clients: int, broker: Mosquit
                                           args.seconds), load_cpus)
             row["server_cpu_pct"] = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0) * 100
             row["rss_mb"] = rss_mb(server.pid)
-            delivered = wait_delivered(counter, server, base + figures["total_ok"]) - base
+            counter.drain(server.pending, base, figures["total_ok"], 120.0)
+            delivered = counter.snapshot()[0] - base
             row["delivered_ratio"] = delivered / figures["total_ok"] if figures["total_ok"] else float("nan")
         finally:
             counter.close()

@@ -141,6 +141,18 @@ class _CoapRun:
             client.sent_at = 0.0
 
 
+async def _measure(run: _CoapRun | _HttpRun, warmup: float, seconds: float) -> None:
+    """Let the load warm up, count answers for ``seconds`` (wall and this process's CPU), then stop sending."""
+    await asyncio.sleep(warmup)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    run.measuring = True
+    await asyncio.sleep(seconds)
+    run.measuring = False
+    run.figures.seconds = time.perf_counter() - t0
+    run.figures.cpu_seconds = time.process_time() - cpu0
+    run.stopping = True
+
+
 async def _coap_load(host: str, port: int, templates: list[bytes], clients: int, warmup: float,
                      seconds: float, retransmit: float) -> LoadFigures:
     loop = asyncio.get_running_loop()
@@ -164,14 +176,7 @@ async def _coap_load(host: str, port: int, templates: list[bytes], clients: int,
                     peer.sent_at = now
 
     watcher = asyncio.ensure_future(watch())
-    await asyncio.sleep(warmup)
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    run.measuring = True
-    await asyncio.sleep(seconds)
-    run.measuring = False
-    run.figures.seconds = time.perf_counter() - t0
-    run.figures.cpu_seconds = time.process_time() - cpu0
-    run.stopping = True
+    await _measure(run, warmup, seconds)
     await asyncio.sleep(min(1.0, retransmit))  # let the answers in flight arrive (not counted)
     watcher.cancel()
     for peer in peers:
@@ -256,14 +261,7 @@ async def _http_load(host: str, port: int, requests: list[bytes], clients: int, 
         request = requests[i % len(requests)]
         _, protocol = await loop.create_connection(lambda r=request: _HttpClient(run, r), host, port)  # type: ignore[misc]
         peers.append(protocol)
-    await asyncio.sleep(warmup)
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    run.measuring = True
-    await asyncio.sleep(seconds)
-    run.measuring = False
-    run.figures.seconds = time.perf_counter() - t0
-    run.figures.cpu_seconds = time.process_time() - cpu0
-    run.stopping = True
+    await _measure(run, warmup, seconds)
     await asyncio.sleep(0.5)
     for peer in peers:
         if peer.transport is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -64,6 +65,25 @@ class DeliveryCounter:
         """(telemetry entries, telemetry publishes, connects) so far."""
         with self._lock:
             return self.entries, self.publishes, self.connects
+
+    def drain(self, pending: Callable[[], int], base: int, expected: int, timeout: float) -> float:
+        """Wait until the gateway's queue is empty (``pending()`` is 0) and the count has gone quiet:
+        0.5 s without a new entry once ``expected`` entries past ``base`` arrived, 5 s if they never do.
+        Returns the seconds until all ``expected`` arrived (or the time waited when they did not)."""
+        start = time.monotonic()
+        reached: float | None = None
+        last, since = -1, start
+        while time.monotonic() - start < timeout:
+            now = time.monotonic()
+            got = self.snapshot()[0] - base
+            if reached is None and got >= expected:
+                reached = now - start
+            if got != last:
+                last, since = got, now
+            elif now - since >= 0.5 and (reached is not None or now - since >= 5.0) and pending() == 0:
+                break
+            time.sleep(0.05)
+        return reached if reached is not None else time.monotonic() - start
 
     def wait_quiet(self, at_least: int, quiet: float = 0.5, timeout: float = 60.0) -> bool:
         """Wait until ``at_least`` entries arrived and nothing more arrived for ``quiet`` seconds."""

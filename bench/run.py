@@ -90,24 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _drain(server: Server, counter: DeliveryCounter, base: int, expected: int, timeout: float) -> float:
-    """Wait until the gateway's queue is empty and the counter has gone quiet; seconds until all arrived."""
-    start = time.monotonic()
-    reached: float | None = None
-    last, since = -1, start
-    while time.monotonic() - start < timeout:
-        now = time.monotonic()
-        got = counter.snapshot()[0] - base
-        if reached is None and got >= expected:
-            reached = now - start
-        if got != last:
-            last, since = got, now
-        elif now - since >= 0.5 and (reached is not None or now - since >= 5.0) and server.pending() == 0:
-            break
-        time.sleep(0.05)
-    return reached if reached is not None else time.monotonic() - start
-
-
 def measure(args: argparse.Namespace, system: str, scenario: Scenario, connections: int, pin: bool,
             rep: int, broker: Mosquitto, tool: str, rpc_rate: float = 0.0) -> RunResult:
     """Start ``system`` fresh, warm up, load it, wait for delivery, stop it."""
@@ -136,7 +118,7 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
                 warm = run_load(tool, server.port, scenario, connections, args.warmup, workdir, load_cpus,
                                 args.wrk_threads)
                 if counter is not None:
-                    _drain(server, counter, 0, warm.acknowledged * scenario.messages_per_request,
+                    counter.drain(server.pending, 0, warm.acknowledged * scenario.messages_per_request,
                            args.drain_timeout)
             base = counter.snapshot()[0] if counter else 0
             spy = None
@@ -152,7 +134,7 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             delivered, drain_s = None, 0.0
             if counter is not None:
                 expected = load.acknowledged * scenario.messages_per_request
-                drain_s = _drain(server, counter, base, expected, args.drain_timeout)
+                drain_s = counter.drain(server.pending, base, expected, args.drain_timeout)
                 delivered = counter.snapshot()[0] - base
             rss = peak_rss_mb(server.pid)
         finally:
