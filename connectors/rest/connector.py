@@ -182,7 +182,11 @@ class RestConnector(Connector):
         return self.device_api is not None and self.device_api.on_rpc(device, request_id, method, params)
 
     def liveness(self) -> dict[str, bool]:
-        return {"http_server": self.server.alive, "downlink": self.downlink.alive}
+        """The HTTP server's and downlink workers' threads, and the CoAP server's when CoAP is on."""
+        parts = {"http_server": self.server.alive, "downlink": self.downlink.alive}
+        if self.coap is not None:
+            parts["coap_server"] = self.coap.alive
+        return parts
 
     def metrics(self) -> dict[str, Any]:
         """Request counters, downlink relays and the device API's counters (every key of its stats())."""

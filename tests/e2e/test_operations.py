@@ -109,6 +109,38 @@ def test_probes_follow_the_broker(make_daemon, broker) -> None:
     assert value(samples, "rest_gateway_mqtt_reconnects_total") >= 1
 
 
+def test_readyz_fails_while_storage_is_full(make_daemon, broker) -> None:
+    storage = {"type": "sqlite", "data_file_path": "./data/gateway.db", "max_records_count": 3}
+    daemon = make_daemon(REST, storage=storage, thingsboard={"minReconnectDelay": 0.2, "maxReconnectDelay": 0.5})
+    assert wait_for(lambda: probe(daemon, "/readyz")[0] == 200)
+    broker.stop()  # nothing drains: storage fills up
+    assert wait_for(lambda: value(scrape(daemon), "rest_gateway_mqtt_connected") == 0)
+    for index in range(2):
+        assert requests.post(daemon.url("/sensors"), json={"name": "d", "temp": index}, timeout=5).status_code == 200
+    code, body = probe(daemon, "/readyz")
+    assert code == 200, body  # ThingsBoard is away, but storage has room and the backlog is within maxBacklog
+    assert requests.post(daemon.url("/sensors"), json={"name": "d", "temp": 2}, timeout=5).status_code == 200
+    code, body = probe(daemon, "/readyz")  # the last room is taken: the next put would be refused
+    assert code == 503 and body["status"] == "fail", body
+    refused = requests.post(daemon.url("/sensors"), json={"name": "d", "temp": 9}, timeout=5)
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+
+    code, body = probe(daemon, "/readyz")
+    assert code == 503 and body["status"] == "fail", body
+    assert body["checks"]["storage"] == {"ok": False, "events": 3,
+                                         "reason": "storage is full: new data is refused (503)"}
+    assert body["checks"]["backlog"]["ok"] is True  # within maxBacklog: storage alone makes it not ready
+    assert probe(daemon, "/healthz")[0] == 200  # alive: a restart would not help
+    samples = scrape(daemon)
+    assert value(samples, "rest_gateway_storage_puts_refused_full_total") == 1
+    assert value(samples, "rest_gateway_storage_puts_total") == 3
+    assert value(samples, "rest_gateway_storage_events") == 3
+    assert value(samples, "rest_gateway_storage_max_events") == 3
+    assert value(samples, "rest_gateway_storage_bytes") > 3 * len('{"temp":0}')  # an estimate, never 0 with data
+    assert value(samples, "rest_gateway_http_requests_total", connector="REST Connector", endpoint="/sensors",
+                 method="POST", status="503") == 1
+
+
 def test_admin_basic_auth_and_errors(make_daemon) -> None:
     daemon = make_daemon(REST, general={"admin": {"security": {"username": "prom", "password": "s3cret-admin"}}})
     answer = requests.get(daemon.admin_url("/metrics"), timeout=5)
