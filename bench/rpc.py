@@ -21,6 +21,7 @@ from bench.systems import (
     Mosquitto,
     RpcTargetServer,
     cpu_seconds,
+    gateway_metrics,
     gateway_system,
     peak_rss_mb,
     scratch_dir,
@@ -270,7 +271,8 @@ def measure_rpc(run: RpcRun, system: str, scenario: Scenario, devices: int, pin:
         storage, durability = gateway_system(system)
         server = GatewayServer(workdir, server_cpus, storage, broker, scenario.mapping(),
                                run.gateway_threads, run.log_level, run.code_root, run.switch_interval,
-                               rest_extra=rpc_rest_extra(target.url, run.reply_timeout), durability=durability)
+                               rest_extra=rpc_rest_extra(target.url, run.reply_timeout), durability=durability,
+                               metrics=gateway_metrics(system))
         platform = RpcPlatform(broker.port, devices)
         try:
             target.start()

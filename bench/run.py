@@ -33,6 +33,7 @@ from bench.systems import (  # noqa: E402
     Server,
     cpu_seconds,
     describe,
+    gateway_metrics,
     gateway_system,
     gateway_system_name,
     peak_rss_mb,
@@ -62,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma list of storage.durability levels (power, process) for gateway-sqlite: each "
                              "level is its own system, interleaved; power keeps the name gateway-sqlite, process "
                              "runs as gateway-sqlite-process")
+    parser.add_argument("--metrics", choices=("on", "off", "both"), default="on",
+                        help="the gateway's admin listener (/metrics, request counting): on (the default, as "
+                             "shipped), off (admin port 0; systems named gateway-*-nometrics) or both, each "
+                             "gateway system once with and once without, interleaved, to measure the cost "
+                             "of metrics side by side")
     parser.add_argument("--pin", choices=("on", "off", "both"), default="off",
                         help="on: server on CPU 0, load + broker + subscriber on CPU 1")
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
@@ -110,7 +116,7 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             storage, durability = gateway_system(system)
             server = GatewayServer(workdir, server_cpus, storage, broker, scenario.mapping(),
                                    args.gateway_threads, args.log_level, args.code_root,
-                                   args.switch_interval, durability=durability)
+                                   args.switch_interval, durability=durability, metrics=gateway_metrics(system))
         counter = DeliveryCounter(broker.port).start() if server.delivers else None
         try:
             server.start()
@@ -169,6 +175,19 @@ def _plan(scenarios: list[Scenario], connections: list[int], rpc_devices: list[i
     return plan
 
 
+def expand_metrics(systems: list[str], metrics: str) -> list[str]:
+    """The systems to run for ``--metrics``: every gateway system with metrics (on), without (off), or both."""
+    variants = {"on": (True,), "off": (False,), "both": (True, False)}[metrics]
+    expanded: list[str] = []
+    for system in systems:
+        if system == "ceiling":
+            expanded.append(system)
+            continue
+        storage, durability = gateway_system(system)
+        expanded += [gateway_system_name(storage, durability, on) for on in variants]
+    return expanded
+
+
 def expand_durability(systems: list[str], levels: list[str]) -> list[str]:
     """The systems to run: gateway-sqlite once per durability level, in the order given."""
     for system in systems:
@@ -193,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in SCENARIOS:
             raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     scenarios = [SCENARIOS[n] for n in scenario_names]
-    systems = expand_durability(args.systems.split(","), args.durability.split(","))
+    systems = expand_metrics(expand_durability(args.systems.split(","), args.durability.split(",")), args.metrics)
     pins = {"on": [True], "off": [False], "both": [False, True]}[args.pin]
     if any(pins) and len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("--pin needs at least 2 CPUs")

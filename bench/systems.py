@@ -195,15 +195,26 @@ class RpcTargetServer(Server):
 DURABILITY_LEVELS = ("power", "process")
 
 
+#: the end of a gateway system's name when it runs without the admin listener, i.e. without metrics
+NO_METRICS = "-nometrics"
+
+
 def gateway_system(system: str) -> tuple[str, str]:
-    """(storage type, durability) of a system name: gateway-sqlite, gateway-sqlite-process, gateway-memory."""
-    storage, _, durability = system.removeprefix("gateway-").partition("-")
+    """(storage type, durability) of a system name: gateway-sqlite, gateway-sqlite-process, gateway-memory
+    (each maybe ending in :data:`NO_METRICS`)."""
+    storage, _, durability = system.removeprefix("gateway-").removesuffix(NO_METRICS).partition("-")
     return storage, durability or "power"
 
 
-def gateway_system_name(storage: str, durability: str = "power") -> str:
-    """The system name of a gateway run; the default level keeps the plain name (comparable with old results)."""
-    return f"gateway-{storage}" if durability == "power" else f"gateway-{storage}-{durability}"
+def gateway_metrics(system: str) -> bool:
+    """Whether gateway ``system`` runs with its admin listener (metrics, request counting) on."""
+    return not system.endswith(NO_METRICS)
+
+
+def gateway_system_name(storage: str, durability: str = "power", metrics: bool = True) -> str:
+    """The system name of a gateway run; the defaults keep the plain name (comparable with old results)."""
+    name = f"gateway-{storage}" if durability == "power" else f"gateway-{storage}-{durability}"
+    return name if metrics else name + NO_METRICS
 
 
 class GatewayServer(Server):
@@ -214,8 +225,10 @@ class GatewayServer(Server):
     def __init__(self, workdir: str, cpus: set[int] | None, storage: str, broker: Mosquitto,
                  mapping: dict[str, Any], threads: int | None, log_level: str = "INFO",
                  code_root: str = ROOT, switch_interval: float | None = None,
-                 rest_extra: dict[str, Any] | None = None, durability: str = "power") -> None:
-        self.name = gateway_system_name(storage, durability)
+                 rest_extra: dict[str, Any] | None = None, durability: str = "power",
+                 metrics: bool = True) -> None:
+        """``metrics`` False: the admin listener is off, so connectors skip request counting too."""
+        self.name = gateway_system_name(storage, durability, metrics)
         self.switch_interval = switch_interval
         super().__init__(workdir, cpus, code_root)
         rest: dict[str, Any] = {"host": "127.0.0.1", "port": str(self.port), "mapping": [mapping]}
@@ -234,8 +247,8 @@ class GatewayServer(Server):
             "storage": storage_cfg,
             "connectors": [{"name": "REST Connector", "type": "rest", "configuration": "rest.json"}],
             # a free admin port: the default 9100 is often held by another daemon on a shared machine,
-            # and the gateway then refuses to start
-            "admin": {"port": free_port()},
+            # and the gateway then refuses to start; port 0 turns the listener (and metrics) off
+            "admin": {"port": free_port() if metrics else 0},
         }
         with open(os.path.join(workdir, "rest.json"), "w", encoding="utf-8") as fh:
             json.dump(rest, fh, indent=2)

@@ -12,6 +12,7 @@ from flask import Flask
 from connectors.base import ApplyReload, Connector, RestartRequired, Uplink
 from connectors.rest.app import create_app
 from connectors.rest.app_switch import AppSwitch
+from connectors.rest.body_bytes import BodyBytes
 from connectors.rest.device_api.coap.server import CoapServer
 from connectors.rest.device_api.service import DeviceApi
 from connectors.rest.device_api.views import register_device_api
@@ -60,7 +61,10 @@ class RestConnector(Connector):
         self._extension_paths = list(extension_paths)
         self.handlers = self._build_handlers(config, extension_paths, {})
         self.app_switch = AppSwitch(self._build_app(config, self.handlers))
-        self.server = HttpServer(self.app_switch, server_config, self.log)
+        # statistics on: the uplink carries the counts, and request bodies are counted as they arrive
+        counts = getattr(uplink, "counts", None)
+        served = self.app_switch if counts is None else BodyBytes(self.app_switch, counts)
+        self.server = HttpServer(served, server_config, self.log)
         self.downlink = DownlinkService(config, uplink, self.own_address, self.log)
 
     @property
@@ -178,7 +182,11 @@ class RestConnector(Connector):
         return self.device_api is not None and self.device_api.on_rpc(device, request_id, method, params)
 
     def liveness(self) -> dict[str, bool]:
-        return {"http_server": self.server.alive, "downlink": self.downlink.alive}
+        """The HTTP server's and downlink workers' threads, and the CoAP server's when CoAP is on."""
+        parts = {"http_server": self.server.alive, "downlink": self.downlink.alive}
+        if self.coap is not None:
+            parts["coap_server"] = self.coap.alive
+        return parts
 
     def metrics(self) -> dict[str, Any]:
         """Request counters, downlink relays and the device API's counters (every key of its stats())."""

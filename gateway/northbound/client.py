@@ -99,6 +99,9 @@ class Northbound:
         self.rate_limit_wait = 0.0  # seconds publishes waited for the rate limits (sender thread only)
         self.puback_latency = Histogram()  # seconds from publish to PUBACK (sender thread only)
         self.heartbeat = 0.0  # monotonic time the sender thread last went round its loop
+        #: seconds without a round after which the sender counts as stalled (/healthz): its longest
+        #: legitimate wait is a connect attempt plus a reconnect backoff
+        self.stale_after = CONNACK_TIMEOUT + config.max_reconnect_delay + 60.0
 
     # ------------------------------------------------------------------ public API
 
@@ -224,10 +227,9 @@ class Northbound:
     @property
     def alive(self) -> bool:
         """The sender thread runs and went round its loop recently (longest wait: a reconnect backoff)."""
-        stale_after = CONNACK_TIMEOUT + self.config.max_reconnect_delay + 60.0
         thread = self._thread
         return (thread is not None and thread.is_alive()
-                and time.monotonic() - self.heartbeat < stale_after)
+                and time.monotonic() - self.heartbeat < self.stale_after)
 
     def stats(self) -> dict[str, Any]:
         """Counters and state for health and metrics endpoints (JSON-ready)."""

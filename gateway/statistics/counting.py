@@ -1,8 +1,10 @@
-"""Per-connector counts for the statistics telemetry: messages produced and stored, and their data points.
+"""Per-connector counts for the statistics telemetry: messages produced and stored, their data points, bytes.
 
 With statistics on, each connector's :class:`~gateway.uplink.ConnectorUplink` holds one
 :class:`ConnectorCounts` and counts every ``send`` into it, so connectors stay unaware of them:
-per ``send`` one lock and a few additions.
+per ``send`` one lock and a few additions. A connector that sees device traffic as bytes finds the
+same object as ``uplink.counts`` (None with statistics off) and adds what it received from devices
+(:meth:`ConnectorCounts.received_bytes`) and sent to them (:meth:`ConnectorCounts.sent_bytes`).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from converters.model import ConvertedData
 class ConnectorCounts:
     """Running totals of one connector since the start (thread-safe)."""
 
-    KEYS = ("produced", "stored", "timeseries", "attributes")
+    KEYS = ("produced", "stored", "timeseries", "attributes", "bytes_received", "bytes_sent")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -42,6 +44,16 @@ class ConnectorCounts:
             for entry in item.telemetry:
                 timeseries += len(entry.values)
         self.add(len(data), len(data), timeseries, attributes)
+
+    def received_bytes(self, size: int) -> None:
+        """``size`` bytes of request bodies arrived from devices."""
+        with self._lock:
+            self._totals["bytes_received"] += size
+
+    def sent_bytes(self, size: int) -> None:
+        """``size`` bytes of request bodies reached devices (a downlink relay's target answered)."""
+        with self._lock:
+            self._totals["bytes_sent"] += size
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

@@ -60,7 +60,8 @@ class StatisticsReporter:
     def totals(self) -> dict[str, int]:
         """Every statistics key's running total since the start."""
         totals: dict[str, int] = {"eventsProduced": 0, "eventsSent": 0, "platformTsProduced": 0,
-                                  "platformAttrProduced": 0}
+                                  "platformAttrProduced": 0, "receivedBytesFromDevices": 0,
+                                  "allBytesSentToDevices": 0}
         for counts in self.connectors:
             snap = counts.snapshot()
             totals[connector_key(counts.name, "EventsProduced")] = snap["produced"]
@@ -69,6 +70,8 @@ class StatisticsReporter:
             totals["eventsSent"] += snap["stored"]
             totals["platformTsProduced"] += snap["timeseries"]
             totals["platformAttrProduced"] += snap["attributes"]
+            totals["receivedBytesFromDevices"] += snap["bytes_received"]
+            totals["allBytesSentToDevices"] += snap["bytes_sent"]
         northbound = self.northbound.stats()
         for counter, key in NORTHBOUND_KEYS:
             totals[key] = int(northbound.get(counter, 0))

@@ -305,3 +305,35 @@ def test_attribute_request_timeout_is_504_and_does_not_block_others(env):
     assert results["answer"].status_code == 504
     assert time.monotonic() - started >= 2.0
     assert target is not None
+
+
+# ---------------------------------------------------------------------- metrics
+
+def test_relays_are_counted_by_entry_and_outcome_with_their_latency(env):
+    from tests.e2e.test_operations import scrape, value, wait_for
+
+    daemon, subscriber, _ = env
+    relays, seconds = "rest_gateway_downlink_relays_total", "rest_gateway_downlink_relay_duration_seconds"
+    echo, timeout, fail = "/serverSideRpc/0", "/serverSideRpc/4", "/serverSideRpc/5"  # entries as configured
+    labels = {"connector": "REST Connector"}
+    before = scrape(daemon)  # the module's other tests relay too: count this test's relays as differences
+    rpc(subscriber, "SN-M1", 201, "echo", {"m": 1})
+    rpc(subscriber, "SN-M2", 202, "fail", {})
+    rpc(subscriber, "SN-M3", 203, "timeout", {})
+    for device, request_id in (("SN-M1", 201), ("SN-M2", 202), ("SN-M3", 203)):
+        reply(subscriber, device, request_id)
+
+    def grew(samples: dict, name: str, by: float, **more: str) -> bool:
+        return value(samples, name, **labels, **more) - value(before, name, **labels, **more) == by
+
+    after = wait_for(lambda: (s := scrape(daemon)) and grew(s, relays, 1, entry=timeout, outcome="timeout") and s)
+    assert grew(after, relays, 1, entry=echo, outcome="ok")
+    assert grew(after, relays, 1, entry=fail, outcome="http")
+    assert grew(after, relays, 1, entry=timeout, outcome="timeout")
+    assert grew(after, relays, 0, entry=echo, outcome="http")
+    for entry in (echo, fail, timeout):
+        assert grew(after, seconds + "_count", 1, entry=entry)
+        assert grew(after, seconds + "_bucket", 1, entry=entry, le="+Inf")
+    assert value(after, seconds + "_sum", **labels, entry=timeout) > value(before, seconds + "_sum", **labels,
+                                                                         entry=timeout)
+    assert not any("SN-M" in str(key) for key in after)  # device names never become labels

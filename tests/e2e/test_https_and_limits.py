@@ -122,4 +122,8 @@ def test_disk_error_at_run_time_answers_503_and_the_daemon_lives_on(make_daemon,
     assert gw.proc.poll() is None
     assert requests.post(url, json={"dev": "d", "seq": -1, "pad": "x" * 200}, timeout=10).status_code == 503
     assert "puts are refused until the cause is fixed" in gw.log_text()
+    ready = requests.get(gw.admin_url("/readyz"), timeout=5)  # not writable: not ready, but alive
+    assert ready.status_code == 503 and ready.json()["checks"]["storage"]["ok"] is False, ready.text
+    assert ready.json()["checks"]["storage"]["reason"] == "the last commit failed: new data is refused (503)"
+    assert requests.get(gw.admin_url("/healthz"), timeout=5).status_code == 200
     session.close()

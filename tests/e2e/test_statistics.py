@@ -1,11 +1,13 @@
 """Statistics to ThingsBoard end to end: a real daemon, a real broker, a subscriber on v1/devices/me/telemetry."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import requests
 
 from tests.e2e.test_operations import REST
+from tests.fixtures.http_target import HttpTarget
 
 PERIOD = 1  # seconds: short, so the test sees several messages quickly
 STATISTICS = {"statistics": {"enable": True, "statsSendPeriodInSeconds": PERIOD}}
@@ -21,22 +23,39 @@ def total(messages: list[dict[str, Any]], key: str) -> int:
     return sum(int(values.get(key, 0)) for values in messages)
 
 
-def test_statistics_reach_the_gateway_device_with_the_reference_keys(make_daemon, mqtt_subscriber) -> None:
-    daemon = make_daemon(REST, general=STATISTICS)
-    for index in range(3):
-        assert requests.post(daemon.url("/sensors"), json={"name": f"dev{index}", "temp": 20 + index},
-                             timeout=5).status_code == 200
-    assert requests.post(daemon.url("/sensors"), data=b'{"name": ', timeout=5).status_code == 400
-    mqtt_subscriber.publish("v1/gateway/attributes", {"device": "dev0", "data": {"setpoint": 1}})
+def with_relay(target: str) -> dict[str, Any]:
+    """REST plus one attributeUpdates entry relaying to ``target`` (the bytes sent to devices)."""
+    return {**REST, "attributeUpdates": [{
+        "deviceNameFilter": ".*", "attributeFilter": ".*", "HTTPMethod": "POST", "timeout": 5, "tries": 1,
+        "requestUrlExpression": target + "/ok/${deviceName}", "security": {"type": "anonymous"},
+        "httpHeaders": {"Content-Type": "application/json"},
+        "valueExpression": "{\"device\": \"${deviceName}\", \"${attributeKey}\": ${attributeValue}}"}]}
 
-    assert mqtt_subscriber.wait_for(
-        lambda _: total(own_telemetry(mqtt_subscriber), "RESTConnectorEventsSent") >= 3
-        and total(own_telemetry(mqtt_subscriber), "msgsReceivedFromPlatform") >= 1, timeout=30), \
-        daemon.log_text()
+
+def test_statistics_reach_the_gateway_device_with_the_reference_keys(make_daemon, mqtt_subscriber) -> None:
+    target = HttpTarget().start()
+    try:
+        daemon = make_daemon(with_relay(target.url), general=STATISTICS)
+        bodies = [json.dumps({"name": f"dev{index}", "temp": 20 + index}).encode() for index in range(3)]
+        bodies.append(b'{"name": ')  # refused (400), but received all the same
+        for body in bodies:
+            answer = requests.post(daemon.url("/sensors"), data=body, timeout=5,
+                                   headers={"Content-Type": "application/json"})
+            assert answer.status_code == (400 if body == bodies[-1] else 200), answer.text
+        mqtt_subscriber.publish("v1/gateway/attributes", {"device": "dev0", "data": {"setpoint": 1}})
+        (relayed,) = target.wait_count("/ok/dev0", 1)
+
+        assert mqtt_subscriber.wait_for(
+            lambda _: total(own_telemetry(mqtt_subscriber), "RESTConnectorEventsSent") >= 3
+            and total(own_telemetry(mqtt_subscriber), "msgsReceivedFromPlatform") >= 1
+            and total(own_telemetry(mqtt_subscriber), "allBytesSentToDevices") >= 1, timeout=30), \
+            daemon.log_text()
+    finally:
+        target.close()
     messages = own_telemetry(mqtt_subscriber)
     keys = {"eventsProduced", "eventsSent", "RESTConnectorEventsProduced", "RESTConnectorEventsSent",
             "msgsSentToPlatform", "allBytesSentToTB", "msgsReceivedFromPlatform", "storageMsgPulled",
-            "platformTsProduced", "platformAttrProduced"}
+            "platformTsProduced", "platformAttrProduced", "receivedBytesFromDevices", "allBytesSentToDevices"}
     assert all(set(values) == keys for values in messages), messages
     # per-period counts: summed over the messages, each request counts once (the 400 produced nothing)
     assert total(messages, "RESTConnectorEventsProduced") == total(messages, "eventsProduced") == 3
@@ -44,6 +63,10 @@ def test_statistics_reach_the_gateway_device_with_the_reference_keys(make_daemon
     assert total(messages, "platformAttrProduced") == 0
     assert total(messages, "storageMsgPulled") >= 3  # the device events, and earlier statistics messages
     assert total(messages, "msgsSentToPlatform") >= 1 and total(messages, "allBytesSentToTB") > 0
+    # every request body, the refused one too; and the relayed body the target received
+    assert total(messages, "receivedBytesFromDevices") == sum(len(body) for body in bodies)
+    assert relayed.json() == {"device": "dev0", "setpoint": 1}
+    assert total(messages, "allBytesSentToDevices") == len(relayed.body)
     # the device data itself went through as before
     assert [e["values"]["temp"] for d in range(3) for e in mqtt_subscriber.telemetry_for(f"dev{d}")] == [20, 21, 22]
     # and a statistics message is stored like device data: nothing is left behind in storage

@@ -1,24 +1,30 @@
 """The status page in a real headless browser: Debian's chromium driven by selenium, against a real daemon.
 
-Skipped only when chromium or chromedriver is missing (.ci/run installs both).
+Skipped only when chromium or chromedriver is missing (.ci/run installs both). The screenshot it takes
+is kept as a test artefact: ``status-page.png`` in ``$RGW_ARTIFACTS_DIR``, by default ``.artifacts/`` at
+the repository root (git-ignored); its path is printed (``pytest -rP`` shows it).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from tests.e2e.test_operations import REST, scrape, value, wait_for
-from tests.fixtures.daemon import ACCESS_TOKEN
+from tests.fixtures.daemon import ACCESS_TOKEN, ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                                 reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
                                        "chromium-driver; .ci/run installs them)")
+#: where test artefacts are kept after the run (a CI job can collect the folder)
+ARTIFACTS = Path(os.environ.get("RGW_ARTIFACTS_DIR") or os.path.join(ROOT, ".artifacts"))
 ADMIN = {"security": {"username": "ops", "password": "admin-pass-4f1c"}}
 DOM_FACTS = """
 const q = (sel) => document.querySelector(sel), text = (sel) => (q(sel) || {}).textContent;
@@ -50,7 +56,8 @@ def reloaded(browser: Any) -> bool:
 
 @pytest.fixture
 def browser() -> Any:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra of setup.py")
+    webdriver = pytest.importorskip("selenium.webdriver",
+                                    reason="needs selenium (in the test extra: pip install '.[test]')")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -65,8 +72,8 @@ def browser() -> Any:
         driver.quit()
 
 
-def test_status_page_shows_counts_redacted_errors_and_the_delivery_plot(make_daemon, mqtt_subscriber, browser,
-                                                                         tmp_path) -> None:
+def test_status_page_shows_counts_redacted_errors_and_the_delivery_plot(make_daemon, mqtt_subscriber,
+                                                                         browser) -> None:
     daemon = make_daemon(REST, general={"admin": ADMIN})
     for index in range(3):
         assert requests.post(daemon.url("/sensors"), json={"name": f"dev{index}", "temp": index},
@@ -105,5 +112,8 @@ def test_status_page_shows_counts_redacted_errors_and_the_delivery_plot(make_dae
     # it refreshes itself: a mark left in this page's window is gone once the browser has reloaded it
     browser.execute_script("window.statusPageMark = 1")
     assert wait_for(lambda: reloaded(browser), timeout=60)
-    shot = tmp_path / "status-page.png"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "status-page.png"
+    shot.unlink(missing_ok=True)  # so the size below is this run's screenshot, not an earlier one
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+    print(f"status page screenshot: {shot}")

@@ -59,6 +59,8 @@ def test_each_message_carries_its_period_under_the_reference_keys(setup: Any) ->
     reporter.start()
     reporter.stop()  # the thread is not needed: report() is called by hand below
     uplink.send([data("a", {"t": 1, "h": 2}, {"model": "x"}), data("b", {"t": 3})])
+    uplink.counts.received_bytes(120)  # what the connector saw as request bodies and relayed bodies
+    uplink.counts.sent_bytes(40)
     link.counters.update(published=4, bytes_sent=300, received=1, events_sent=1)
     before = link.notified
     assert reporter.report() and link.notified == before + 1  # the sender is woken for it
@@ -69,7 +71,8 @@ def test_each_message_carries_its_period_under_the_reference_keys(setup: Any) ->
     assert first == {"eventsProduced": 2, "eventsSent": 2, "RESTConnectorEventsProduced": 2,
                      "RESTConnectorEventsSent": 2, "platformTsProduced": 3, "platformAttrProduced": 1,
                      "msgsSentToPlatform": 4, "allBytesSentToTB": 300, "msgsReceivedFromPlatform": 1,
-                     "storageMsgPulled": 1}
+                     "storageMsgPulled": 1, "receivedBytesFromDevices": 120, "allBytesSentToDevices": 40}
+    assert second["receivedBytesFromDevices"] == second["allBytesSentToDevices"] == 0
     assert second["eventsSent"] == 1 and second["platformTsProduced"] == 1 and second["allBytesSentToTB"] == 150
     assert second["msgsReceivedFromPlatform"] == 0
 

@@ -73,6 +73,8 @@ class DownlinkService:
     def __init__(self, config: RestConfig, uplink: Uplink, own_address: Callable[[], str],
                  logger: logging.Logger, workers: int | None = None) -> None:
         self.uplink = uplink
+        #: statistics on: where relayed bodies that reached their target are counted (allBytesSentToDevices)
+        self._counts = getattr(uplink, "counts", None)
         self.log = logger
         self.own_address = own_address
         self.attribute_entries: list[AttributeUpdateEntry] = []
@@ -150,8 +152,15 @@ class DownlinkService:
                     "relays": dict(self.relays),
                     "latency": {pointer: h.snapshot() for pointer, h in self.relay_latency.items()}}
 
-    def _relayed(self, entry: DownlinkEntry, outcome: str, seconds: float | None) -> None:
-        """Count one relay of ``entry`` ending in ``outcome`` (an Outcome kind, or ``template``)."""
+    def _relayed(self, entry: DownlinkEntry, outcome: str, seconds: float | None,
+                 body: bytes | None = None) -> None:
+        """Count one relay of ``entry`` ending in ``outcome`` (an Outcome kind, or ``template``).
+
+        ``body`` (the request body relayed) counts as sent to the device when its target answered
+        (``ok`` or ``http``), once per relay however many tries it took.
+        """
+        if body and self._counts is not None and outcome in ("ok", "http"):
+            self._counts.sent_bytes(len(body))
         with self._lock:
             key = (entry.pointer, outcome)
             self.relays[key] = self.relays.get(key, 0) + 1
@@ -200,7 +209,7 @@ class DownlinkService:
             return
         started = time.monotonic()
         outcome = self.relay.send(url, entry.options, body)
-        self._relayed(entry, outcome.kind, time.monotonic() - started)
+        self._relayed(entry, outcome.kind, time.monotonic() - started, body)
         if outcome.ok:
             self._count("attribute_updates_relayed")
             self.log.debug("attribute %s of device %s relayed to %s %s: %s", key, device,
@@ -245,7 +254,7 @@ class DownlinkService:
             return
         started = time.monotonic()
         outcome = self.relay.send(url, entry.options, body, deadline)
-        self._relayed(entry, outcome.kind, time.monotonic() - started)
+        self._relayed(entry, outcome.kind, time.monotonic() - started, body)
         level = logging.DEBUG if outcome.ok else logging.ERROR
         self.log.log(level, "RPC %s (id %s) for device %s relayed to %s %s after %d tries: %s", method,
                      request_id, device, entry.options.method, url, outcome.tries, outcome.describe())

@@ -70,6 +70,12 @@ class CoapServer:
     def port(self) -> int:
         return self.config.port
 
+    @property
+    def alive(self) -> bool:
+        """The server's event loop thread runs (liveness: /healthz names it ``coap_server``)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def start(self) -> None:
         check_port_free(self.config.host, self.config.port)
         self._thread = threading.Thread(target=self._run, name="coap-server", daemon=True)
