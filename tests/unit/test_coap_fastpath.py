@@ -44,7 +44,7 @@ class Endpoint:
 
 class Setup:
     def __init__(self, limit: CoapRateLimit | None = None, fail: BaseException | None = None,
-                 recent_limit: int = 1000) -> None:
+                 sources: int = 1000, per_source: int = 4) -> None:
         self.stored: list[ConvertedData] = []
         self.fail = fail
         self.counts: dict[str, int] = {}
@@ -55,7 +55,7 @@ class Setup:
         self.counters = {"coap_requests": 0}
         self.clock = [0.0]
         self.fast = FastPosts(api, self.batcher, AddressLimiter(limit or CoapRateLimit()), self.counters, 1000,  # type: ignore[arg-type]
-                              logging.getLogger("test"), recent_limit, now=lambda: self.clock[0])
+                              logging.getLogger("test"), sources, per_source, now=lambda: self.clock[0])
         self.endpoint = Endpoint()
         context = SimpleNamespace(request_interfaces=[SimpleNamespace(
             token_interface=SimpleNamespace(message_interface=self.endpoint))])
@@ -225,15 +225,55 @@ def test_a_refusing_storage_is_answered_5_03_with_max_age() -> None:
 
 def test_the_exchanges_remembered_are_bounded_in_number_and_time() -> None:
     async def body() -> None:
-        setup = Setup(recent_limit=10)
-        for mid in range(25):
-            setup.feed(post(mid=mid))
-        await settle(setup, 25)
-        assert len(setup.fast) == 10
-        setup.clock[0] = 300.0  # past EXCHANGE_LIFETIME: the next exchange pushes all the old ones out
+        setup = Setup(sources=10, per_source=3)
+        for number in range(25):
+            for mid in range(5):
+                setup.feed(post(mid=mid), address=(f"::ffff:10.0.0.{number}", 40000, 0, 0))
+        await settle(setup, 125)
+        assert len(setup.fast.recent) == 10 and len(setup.fast) == 30
+        setup.clock[0] = 300.0  # past EXCHANGE_LIFETIME: the next source pushes all the old ones out
         setup.feed(post(mid=99))
-        await settle(setup, 26)
+        await settle(setup, 126)
         assert len(setup.fast) == 1
+    run(body)
+
+
+def test_a_retransmission_after_many_other_clients_exchanges_is_answered_again_not_stored_twice() -> None:
+    """More exchanges from other clients in between than the old global cache held (1000 here): the
+    device's own last exchange is still remembered, because other clients only fill their own slots."""
+    async def body() -> None:
+        setup = Setup(sources=1000, per_source=4)
+        datagram = post(payload=b'{"seq": 1}')
+        setup.feed(datagram)
+        await settle(setup, 1)
+        for number in range(5000):  # 500 other clients, 10 posts each, the same message ids as the device's
+            setup.clock[0] = number / 1000
+            client = number % 500
+            address = (f"::ffff:10.0.1.{client % 250}", 41000 + client // 250, 0, 0)
+            setup.feed(post(mid=7 + number // 500), address=address)
+        await settle(setup, 5001)
+        setup.clock[0] = 40.0  # within RFC 7252's MAX_TRANSMIT_SPAN (45 s): the device retransmits
+        setup.feed(datagram)
+        await settle(setup, 5002)
+        assert setup.endpoint.sent[-1][0] == setup.endpoint.sent[0][0]  # the same 2.01, same mid and token
+        assert len(setup.stored) == 5001 and setup.stored[0].telemetry[0].values == {"seq": 1}
+        assert setup.endpoint.passed == []
+    run(body)
+
+
+def test_a_post_with_an_unknown_token_is_not_remembered() -> None:
+    """aiocoap answers its copies from its own cache; remembering it would let datagrams without a
+    valid token (any source address can be spoofed) push real devices' exchanges out."""
+    async def body() -> None:
+        setup = Setup(sources=2)
+        setup.feed(post())
+        await settle(setup, 1)
+        for number in range(10):
+            setup.feed(post("api/v1/WRONG/telemetry"), address=(f"::ffff:10.0.2.{number}", 5683, 0, 0))
+        assert len(setup.endpoint.passed) == 10 and len(setup.fast.recent) == 1
+        setup.feed(post())
+        await settle(setup, 2)
+        assert len(setup.stored) == 1 and setup.endpoint.sent[1][0] == setup.endpoint.sent[0][0]
     run(body)
 
 
