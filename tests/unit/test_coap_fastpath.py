@@ -47,6 +47,7 @@ class Setup:
                  sources: int = 1000, per_source: int = 4) -> None:
         self.stored: list[ConvertedData] = []
         self.fail = fail
+        self.tokens: int | None = None  # the gateway-wide rate limit's tokens left (None: no limit)
         self.counts: dict[str, int] = {}
         registry = SimpleNamespace(lookup=lambda token: DEVICE if token == TOKEN else None)
         api = SimpleNamespace(registry=registry, count=self.count)
@@ -64,10 +65,20 @@ class Setup:
     def count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
 
-    def store(self, data: Sequence[ConvertedData]) -> None:
+    def store(self, data: Sequence[ConvertedData]) -> list[BaseException | None]:
+        """As DeviceOperations.store_each: one outcome per post; past ``tokens`` posts are refused alone."""
         if self.fail is not None:
             raise self.fail
-        self.stored.extend(data)
+        outcomes: list[BaseException | None] = []
+        for item in data:
+            if self.tokens is not None and self.tokens <= 0:
+                outcomes.append(Unavailable("data not accepted: storage.rateLimit is reached", 9))
+                continue
+            if self.tokens is not None:
+                self.tokens -= 1
+            self.stored.append(item)
+            outcomes.append(None)
+        return outcomes
 
     def feed(self, datagram: bytes, ancdata: Any = (), address: Any = ADDRESS) -> None:
         self.endpoint.datagram_msg_received(datagram, list(ancdata), 0, address)
@@ -220,6 +231,24 @@ def test_a_refusing_storage_is_answered_5_03_with_max_age() -> None:
         setup.feed(post())  # its copy gets the same answer, and nothing is stored
         await settle(setup, 2)
         assert setup.endpoint.sent[1][0] == setup.endpoint.sent[0][0] and setup.stored == []
+    run(body)
+
+
+def test_posts_past_the_global_rate_limit_in_one_batch_are_refused_alone_with_5_03() -> None:
+    async def body() -> None:
+        setup = Setup()
+        setup.tokens = 3
+        for mid in range(6):  # all queued before the loop runs: one batch of 6 after the first
+            setup.feed(post(payload=b'{"seq": %d}' % mid, mid=mid))
+        await settle(setup, 6)
+        answers = {answer.mid: answer for answer in setup.answers()}
+        assert [answers[mid].code for mid in range(6)] == [Code.CREATED] * 3 + [Code.SERVICE_UNAVAILABLE] * 3
+        assert all(answers[mid].opt.max_age == 9 for mid in range(3, 6))
+        assert [d.telemetry[0].values["seq"] for d in setup.stored] == [0, 1, 2]
+        setup.feed(post(payload=b'{"seq": 5}', mid=5))  # a refused post's copy: the same 5.03, not stored
+        await settle(setup, 7)
+        assert setup.endpoint.sent[-1][0] == [sent for sent in setup.endpoint.sent if sent[0][3] == 5][0][0]
+        assert len(setup.stored) == 3 and setup.batcher.batches == 2
     run(body)
 
 

@@ -64,7 +64,7 @@ class CoapSite:
         self.log = log
         self.limiter = AddressLimiter(config.rate_limit)
         self.observations = Observations(config.max_observations)
-        self.batcher = StoreBatcher(self.ops.store)
+        self.batcher = StoreBatcher(self.ops.store_each)
         self.executor = ThreadPoolExecutor(config.max_concurrent_requests, thread_name_prefix="coap-op")
         self.busy = 0  # operations running on the executor
         self.acks: AckWatch | None = None  # set once the aiocoap context exists
