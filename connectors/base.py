@@ -49,6 +49,16 @@ class Uplink(Protocol):
         """
         ...
 
+    def send_each(self, data: Sequence[ConvertedData]) -> list[UplinkRateLimited | None]:
+        """Store each item of ``data`` as a request of its own, together: one commit, but one token each
+        from the gateway-wide rate limit (``storage.rateLimit``). The items past the limit are not stored:
+        their place in the result holds the :class:`UplinkRateLimited`; the others' hold None once stored.
+
+        Raises :class:`UplinkUnavailable` (nothing stored) as ``send`` does, and ValueError before any
+        token is taken when an item cannot be encoded.
+        """
+        ...
+
     def find_receipt(self, scope: str, key: str) -> Receipt | None:
         """The unexpired receipt stored with earlier data for ``key`` in ``scope``, if any."""
         ...

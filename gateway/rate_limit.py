@@ -107,6 +107,17 @@ class TokenBuckets:
             for bucket in buckets:
                 bucket[0] -= 1.0
 
+    def take_up_to(self, count: int, key: Hashable = "") -> tuple[int, int]:
+        """Take up to ``count`` tokens from ``key``'s bucket: (how many were taken, the whole seconds
+        until the next one is back, at least 1). For work that counts as ``count`` requests at once."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._bucket(key, now)
+            taken = max(0, min(count, int(bucket[0])))
+            bucket[0] -= taken
+            wait = (1.0 - bucket[0]) / self._rate if bucket[0] < 1.0 else 0.0
+        return taken, max(1, math.ceil(wait))
+
     def _bucket(self, key: Hashable, now: float) -> list[float]:
         bucket = self._buckets.get(key)
         if bucket is None:

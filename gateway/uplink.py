@@ -82,10 +82,31 @@ class GatewayUplink:
             try:
                 self._limit.take()
             except RateLimited as exc:
-                limit = self._limit.limit
-                raise UplinkRateLimited(
-                    f"the gateway-wide limit of {limit.requests:g} requests per {limit.per_seconds:g} s "
-                    f"(burst {limit.capacity}, storage.rateLimit) is reached", exc.retry_after) from None
+                raise self._limited(exc.retry_after) from None
+        self._put(payloads, receipt)
+
+    def send_each(self, data: Sequence[ConvertedData]) -> list[UplinkRateLimited | None]:
+        """See :meth:`connectors.base.Uplink.send_each`: one commit, one rate-limit token per item;
+        the first items get the tokens there are, the rest are refused."""
+        payloads = [encode_record(item) for item in data]
+        outcomes: list[UplinkRateLimited | None] = [None] * len(payloads)
+        if self._limit is not None:
+            taken, retry_after = self._limit.take_up_to(len(payloads))
+            if taken < len(payloads):
+                refused = self._limited(retry_after)
+                outcomes[taken:] = [refused] * (len(payloads) - taken)
+                payloads = payloads[:taken]
+        if payloads:
+            self._put(payloads, None)
+        return outcomes
+
+    def _limited(self, retry_after: int) -> UplinkRateLimited:
+        assert self._limit is not None
+        limit = self._limit.limit
+        return UplinkRateLimited(f"the gateway-wide limit of {limit.requests:g} requests per {limit.per_seconds:g} s "
+                                 f"(burst {limit.capacity}, storage.rateLimit) is reached", retry_after)
+
+    def _put(self, payloads: list[bytes], receipt: Receipt | None) -> None:
         try:
             if receipt is None:
                 self.storage.put(payloads)
@@ -165,6 +186,24 @@ class ConnectorUplink:
         self.events_produced += len(data)  # a lost increment under a race only blurs a statistic
         if self._posted is not None:
             self._posted([item.device_name for item in data], self.connector)
+
+    def send_each(self, data: Sequence[ConvertedData]) -> list[UplinkRateLimited | None]:
+        counts = self.counts
+        try:
+            outcomes = self.shared.send_each(data)
+        except Exception:
+            if counts is not None:
+                counts.refused(data)
+            raise
+        stored = [item for item, outcome in zip(data, outcomes, strict=True) if outcome is None]
+        if counts is not None:
+            if len(stored) < len(data):
+                counts.refused([item for item, outcome in zip(data, outcomes, strict=True) if outcome is not None])
+            counts.stored(stored)
+        self.events_produced += len(stored)
+        if self._posted is not None and stored:
+            self._posted([item.device_name for item in stored], self.connector)
+        return outcomes
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.shared.publish_rpc_reply(device, request_id, data)

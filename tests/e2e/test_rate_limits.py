@@ -7,9 +7,11 @@ import ssl
 import time
 
 import requests
+from aiocoap.numbers.codes import Code
 
 from tests.e2e.test_uplink import wait_until
 from tests.fixtures.certs import write_cert
+from tests.fixtures.coap import RawClient, coap_rest, free_udp_port
 
 CONVERTER = {"type": "json", "deviceNameExpression": "${dev}", "deviceTypeExpression": "meter",
              "attributes": [], "timeseries": [{"type": "int", "key": "seq", "value": "${seq}"}]}
@@ -99,6 +101,39 @@ def test_global_storage_limit_across_endpoints(make_daemon, mqtt_subscriber):
     wait_until(mqtt_subscriber, lambda: 4 in seqs(mqtt_subscriber), timeout=10)
     time.sleep(0.3)
     assert seqs(mqtt_subscriber) == [1, 2, 4]
+
+
+def test_global_storage_limit_counts_each_coap_post_even_when_stored_together(make_daemon, mqtt_subscriber):
+    """CoAP posts are stored in batches (one commit for many); each still takes one token, as one HTTP
+    request does, and only the posts past the limit are refused: 5.03 with Max-Age, as the device API
+    answers storage's refusals, never delivered. Every 2.01 is delivered."""
+    port = free_udp_port()
+    rest = coap_rest(port, [{"accessToken": "GLOBAL_TOKEN", "deviceName": "global-dev"}])
+    storage = {"type": "sqlite", "data_file_path": "./data/gateway.db",
+               "rateLimit": {"requests": 1, "perSeconds": 60, "burst": 5}}
+    make_daemon(rest, storage=storage)
+    clients = [RawClient(port, source=f"127.0.0.{10 + n}") for n in range(4)]
+    try:
+        sent = []
+        for seq in range(20):  # all sent before any is answered: they queue up into batches
+            client = clients[seq % 4]
+            message = client.build(Code.POST, "api/v1/GLOBAL_TOKEN/telemetry", b'{"seq": %d}' % seq)
+            client.send(message)
+            sent.append((client, message, seq))
+        answers = {seq: client.response(message.token, 15) for client, message, seq in sent}
+    finally:
+        for client in clients:
+            client.close()
+    acked = sorted(seq for seq, answer in answers.items() if answer.code == Code.CREATED)
+    refused = [answer for answer in answers.values() if answer.code != Code.CREATED]
+    assert len(acked) == 5 and len(refused) == 15
+    for answer in refused:
+        assert answer.code == Code.SERVICE_UNAVAILABLE and b"storage.rateLimit" in answer.payload
+        assert 1 <= answer.opt.max_age <= 60
+    wait_until(mqtt_subscriber, lambda: sorted(e["values"]["seq"] for e in mqtt_subscriber.telemetry_for("global-dev"))
+               == acked, timeout=15)
+    time.sleep(0.5)  # a refused post stored by mistake would be published with the others
+    assert sorted(e["values"]["seq"] for e in mqtt_subscriber.telemetry_for("global-dev")) == acked
 
 
 def test_by_client_sees_the_real_address_through_the_tls_front(make_daemon, mqtt_subscriber, tmp_path):

@@ -44,9 +44,10 @@ class Endpoint:
 
 class Setup:
     def __init__(self, limit: CoapRateLimit | None = None, fail: BaseException | None = None,
-                 recent_limit: int = 1000) -> None:
+                 sources: int = 1000, per_source: int = 4) -> None:
         self.stored: list[ConvertedData] = []
         self.fail = fail
+        self.tokens: int | None = None  # the gateway-wide rate limit's tokens left (None: no limit)
         self.counts: dict[str, int] = {}
         registry = SimpleNamespace(lookup=lambda token: DEVICE if token == TOKEN else None)
         api = SimpleNamespace(registry=registry, count=self.count)
@@ -55,7 +56,7 @@ class Setup:
         self.counters = {"coap_requests": 0}
         self.clock = [0.0]
         self.fast = FastPosts(api, self.batcher, AddressLimiter(limit or CoapRateLimit()), self.counters, 1000,  # type: ignore[arg-type]
-                              logging.getLogger("test"), recent_limit, now=lambda: self.clock[0])
+                              logging.getLogger("test"), sources, per_source, now=lambda: self.clock[0])
         self.endpoint = Endpoint()
         context = SimpleNamespace(request_interfaces=[SimpleNamespace(
             token_interface=SimpleNamespace(message_interface=self.endpoint))])
@@ -64,10 +65,20 @@ class Setup:
     def count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
 
-    def store(self, data: Sequence[ConvertedData]) -> None:
+    def store(self, data: Sequence[ConvertedData]) -> list[BaseException | None]:
+        """As DeviceOperations.store_each: one outcome per post; past ``tokens`` posts are refused alone."""
         if self.fail is not None:
             raise self.fail
-        self.stored.extend(data)
+        outcomes: list[BaseException | None] = []
+        for item in data:
+            if self.tokens is not None and self.tokens <= 0:
+                outcomes.append(Unavailable("data not accepted: storage.rateLimit is reached", 9))
+                continue
+            if self.tokens is not None:
+                self.tokens -= 1
+            self.stored.append(item)
+            outcomes.append(None)
+        return outcomes
 
     def feed(self, datagram: bytes, ancdata: Any = (), address: Any = ADDRESS) -> None:
         self.endpoint.datagram_msg_received(datagram, list(ancdata), 0, address)
@@ -223,17 +234,75 @@ def test_a_refusing_storage_is_answered_5_03_with_max_age() -> None:
     run(body)
 
 
+def test_posts_past_the_global_rate_limit_in_one_batch_are_refused_alone_with_5_03() -> None:
+    async def body() -> None:
+        setup = Setup()
+        setup.tokens = 3
+        for mid in range(6):  # all queued before the loop runs: one batch of 6 after the first
+            setup.feed(post(payload=b'{"seq": %d}' % mid, mid=mid))
+        await settle(setup, 6)
+        answers = {answer.mid: answer for answer in setup.answers()}
+        assert [answers[mid].code for mid in range(6)] == [Code.CREATED] * 3 + [Code.SERVICE_UNAVAILABLE] * 3
+        assert all(answers[mid].opt.max_age == 9 for mid in range(3, 6))
+        assert [d.telemetry[0].values["seq"] for d in setup.stored] == [0, 1, 2]
+        setup.feed(post(payload=b'{"seq": 5}', mid=5))  # a refused post's copy: the same 5.03, not stored
+        await settle(setup, 7)
+        assert setup.endpoint.sent[-1][0] == [sent for sent in setup.endpoint.sent if sent[0][3] == 5][0][0]
+        assert len(setup.stored) == 3 and setup.batcher.batches == 2
+    run(body)
+
+
 def test_the_exchanges_remembered_are_bounded_in_number_and_time() -> None:
     async def body() -> None:
-        setup = Setup(recent_limit=10)
-        for mid in range(25):
-            setup.feed(post(mid=mid))
-        await settle(setup, 25)
-        assert len(setup.fast) == 10
-        setup.clock[0] = 300.0  # past EXCHANGE_LIFETIME: the next exchange pushes all the old ones out
+        setup = Setup(sources=10, per_source=3)
+        for number in range(25):
+            for mid in range(5):
+                setup.feed(post(mid=mid), address=(f"::ffff:10.0.0.{number}", 40000, 0, 0))
+        await settle(setup, 125)
+        assert len(setup.fast.recent) == 10 and len(setup.fast) == 30
+        setup.clock[0] = 300.0  # past EXCHANGE_LIFETIME: the next source pushes all the old ones out
         setup.feed(post(mid=99))
-        await settle(setup, 26)
+        await settle(setup, 126)
         assert len(setup.fast) == 1
+    run(body)
+
+
+def test_a_retransmission_after_many_other_clients_exchanges_is_answered_again_not_stored_twice() -> None:
+    """More exchanges from other clients in between than the old global cache held (1000 here): the
+    device's own last exchange is still remembered, because other clients only fill their own slots."""
+    async def body() -> None:
+        setup = Setup(sources=1000, per_source=4)
+        datagram = post(payload=b'{"seq": 1}')
+        setup.feed(datagram)
+        await settle(setup, 1)
+        for number in range(5000):  # 500 other clients, 10 posts each, the same message ids as the device's
+            setup.clock[0] = number / 1000
+            client = number % 500
+            address = (f"::ffff:10.0.1.{client % 250}", 41000 + client // 250, 0, 0)
+            setup.feed(post(mid=7 + number // 500), address=address)
+        await settle(setup, 5001)
+        setup.clock[0] = 40.0  # within RFC 7252's MAX_TRANSMIT_SPAN (45 s): the device retransmits
+        setup.feed(datagram)
+        await settle(setup, 5002)
+        assert setup.endpoint.sent[-1][0] == setup.endpoint.sent[0][0]  # the same 2.01, same mid and token
+        assert len(setup.stored) == 5001 and setup.stored[0].telemetry[0].values == {"seq": 1}
+        assert setup.endpoint.passed == []
+    run(body)
+
+
+def test_a_post_with_an_unknown_token_is_not_remembered() -> None:
+    """aiocoap answers its copies from its own cache; remembering it would let datagrams without a
+    valid token (any source address can be spoofed) push real devices' exchanges out."""
+    async def body() -> None:
+        setup = Setup(sources=2)
+        setup.feed(post())
+        await settle(setup, 1)
+        for number in range(10):
+            setup.feed(post("api/v1/WRONG/telemetry"), address=(f"::ffff:10.0.2.{number}", 5683, 0, 0))
+        assert len(setup.endpoint.passed) == 10 and len(setup.fast.recent) == 1
+        setup.feed(post())
+        await settle(setup, 2)
+        assert len(setup.stored) == 1 and setup.endpoint.sent[1][0] == setup.endpoint.sent[0][0]
     run(body)
 
 

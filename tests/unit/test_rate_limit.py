@@ -38,6 +38,18 @@ def test_burst_then_refill_and_retry_after() -> None:
         buckets.take()
 
 
+def test_take_up_to_takes_the_tokens_there_are_and_says_when_the_next_is_back() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(RequestRateLimit(requests=2, per_seconds=10, burst=3), clock)
+    assert buckets.take_up_to(2) == (2, 1)  # one token left: the next is there now (at least 1 s is said)
+    assert buckets.take_up_to(5) == (1, 5)  # the last one; the next in 5 s
+    assert buckets.take_up_to(5) == (0, 5)
+    clock.now += 5.0
+    assert buckets.take_up_to(5) == (1, 5)
+    with pytest.raises(RateLimited):
+        buckets.take()  # one bucket, whichever way it is taken from
+
+
 def test_default_burst_is_requests_rounded_up() -> None:
     assert RequestRateLimit(requests=100).capacity == 100
     assert RequestRateLimit(requests=0.5, per_seconds=1).capacity == 1

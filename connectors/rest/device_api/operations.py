@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.base import UplinkUnavailable
+from connectors.base import UplinkRateLimited, UplinkUnavailable
 from connectors.rest.device_api.firmware import Package, find_package, read_range
 from connectors.rest.device_api.payloads import (
     BadPayload,
@@ -107,6 +107,26 @@ class DeviceOperations:
             raise Unavailable(f"data not accepted: {exc.reason}", exc.retry_after) from None
         except ValueError as exc:
             raise self.bad(str(exc)) from None
+
+    def store_each(self, data: Sequence[ConvertedData]) -> list[Unavailable | None]:
+        """Store the posts ``data`` (one device API request each) in one commit; each takes one token of
+        the gateway-wide rate limit, as one HTTP request does. The outcome of each: None once stored
+        (or nothing to store), Unavailable for a post past the limit (not stored). Raises Unavailable
+        when storage is full or failing (nothing stored), BadPayload when one cannot be encoded."""
+        outcomes: list[Unavailable | None] = [None] * len(data)
+        places = [place for place, item in enumerate(data) if not item.is_empty()]
+        if not places:
+            return outcomes
+        try:
+            refused = self.api.uplink.send_each([data[place] for place in places])
+        except UplinkUnavailable as exc:
+            raise Unavailable(f"data not accepted: {exc.reason}", exc.retry_after) from None
+        except ValueError as exc:
+            raise self.bad(str(exc)) from None
+        for place, limited in zip(places, refused, strict=True):
+            if limited is not None:
+                outcomes[place] = _refused(limited)
+        return outcomes
 
     def request_attributes(self, device: Device, client_keys: Iterable[str | None],
                            shared_keys: Iterable[str | None]) -> dict[str, Any]:
@@ -227,3 +247,8 @@ class DeviceOperations:
             raise UpstreamTimeout(f"ThingsBoard did not answer within {timeout:g} s (clientRpcTimeout)") from None
         except ValueError as exc:
             raise self.bad(str(exc)) from None
+
+
+def _refused(exc: UplinkRateLimited) -> Unavailable:
+    """The device API's answer to data past the gateway-wide limit: as storage's (503, 5.03), Retry-After."""
+    return Unavailable(f"data not accepted: {exc.reason}", exc.retry_after)

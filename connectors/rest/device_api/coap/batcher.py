@@ -1,5 +1,7 @@
 """Many CoAP posts, one storage commit: posts that arrive while a batch is being stored go together
-into the next one, on one storage thread, so the event loop never blocks on a commit.
+into the next one, on one storage thread, so the event loop never blocks on a commit. Each post still
+counts as one request for the gateway-wide rate limit (``storage.rateLimit``): within a batch only the
+posts past it are refused.
 
 ``submit`` takes a plain callback (the fast path for posts answers from it without a task or a future
 per message); ``store`` is the awaitable form for coroutines."""
@@ -13,7 +15,9 @@ from connectors.rest.device_api.operations import Unavailable
 from connectors.rest.device_api.payloads import BadPayload
 from converters.model import ConvertedData
 
-Store = Callable[[Sequence[ConvertedData]], None]
+#: stores posts in one commit and returns each one's outcome: None once stored, else why it was refused
+#: (past the gateway-wide rate limit); raises Unavailable when none was stored, BadPayload when one is bad
+Store = Callable[[Sequence[ConvertedData]], Sequence[BaseException | None]]
 #: called on the event loop once the data is stored (None) or was refused (the exception)
 Done = Callable[[BaseException | None], None]
 
@@ -60,10 +64,10 @@ class StoreBatcher:
         done.add_done_callback(lambda outcome: self._finished(batch, outcome))
 
     def _run(self, batch: list[tuple[ConvertedData, Done]]) -> list[BaseException | None]:
-        """On the storage thread: the whole batch in one put; when one item is refused, each alone."""
+        """On the storage thread: the whole batch in one put, each post one request for the gateway-wide
+        rate limit (the posts past it are refused alone); when one item cannot be stored, each alone."""
         try:
-            self._store([data for data, _ in batch])
-            return [None] * len(batch)
+            return list(self._store([data for data, _ in batch]))
         except Unavailable as exc:
             return [exc] * len(batch)
         except BadPayload:
@@ -71,8 +75,7 @@ class StoreBatcher:
         outcomes: list[BaseException | None] = []
         for data, _ in batch:
             try:
-                self._store([data])
-                outcomes.append(None)
+                outcomes.extend(self._store([data]))
             except (Unavailable, BadPayload) as exc:
                 outcomes.append(exc)
         return outcomes

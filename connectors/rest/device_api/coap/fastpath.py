@@ -14,12 +14,13 @@ token, a bad body, a rate-limited address, a multicast destination - is handed t
 which answers it exactly as before. The answer to a request the fast path took is the same as the
 site's: 2.01 with no payload, or the same error (5.03 with Max-Age when storage refuses it).
 
-Deduplication (RFC 7252 §4.5): a CON seen again with the same source and message id is never stored
-twice. While it is being stored the copy is ignored (as aiocoap does); once answered, the same answer
-is sent again. The fast path remembers the last ``recent_limit`` exchanges (at least half of them), for
-at most EXCHANGE_LIFETIME: with NSTART 1 a client retransmits only its one outstanding request, so a
-bounded memory (aiocoap's grows with the request rate for 247 s) suffices. A datagram the fast path handed to
-aiocoap is remembered too, so its copies go to aiocoap's own deduplication.
+Deduplication (RFC 7252 §4.5): a CON seen again with the same source endpoint and message id is never
+stored twice. While it is being stored the copy is ignored (as aiocoap does); once answered, the same
+answer is sent again. The exchanges are remembered per source endpoint, its last few for at most
+EXCHANGE_LIFETIME (exchanges.py: why, the bounds and the memory), so a retransmission is recognised
+however fast other clients post. A datagram the fast path handed to aiocoap is remembered too, so its
+copies go to aiocoap's own deduplication; one with a token no device has is not (aiocoap answers its
+copies from its own cache), so unauthenticated datagrams cannot push real devices' exchanges out.
 """
 from __future__ import annotations
 
@@ -34,13 +35,19 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
 from connectors.rest.device_api.coap.batcher import StoreBatcher
+from connectors.rest.device_api.coap.exchanges import (
+    DEFAULT_PER_SOURCE,
+    DEFAULT_SOURCES,
+    EXCHANGE_LIFETIME,
+    Answer,
+    RecentExchanges,
+    Source,
+)
 from connectors.rest.device_api.coap.messages import diagnostic, for_exception
 from connectors.rest.device_api.coap.ratelimit import AddressLimiter
 from connectors.rest.device_api.payloads import BadPayload, attributes_data, telemetry_data
 from connectors.rest.device_api.service import DeviceApi
 
-EXCHANGE_LIFETIME = 247.0  # seconds, RFC 7252 §4.8.2 with the default parameters
-DEFAULT_RECENT_LIMIT = 65_536
 #: datagrams read per wake-up of the event loop (aiocoap reads one, then goes back to epoll)
 DRAIN = 64
 _CON_POST = 0x02  # code 0.02
@@ -56,15 +63,15 @@ class FastPosts:
     """Serves plain CON telemetry/attribute posts ahead of aiocoap's UDP endpoint (see the module doc)."""
 
     def __init__(self, api: DeviceApi, batcher: StoreBatcher, limiter: AddressLimiter, counters: dict[str, int],
-                 max_payload: int, log: logging.Logger, recent_limit: int = DEFAULT_RECENT_LIMIT,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 max_payload: int, log: logging.Logger, sources: int = DEFAULT_SOURCES,
+                 per_source: int = DEFAULT_PER_SOURCE, now: Callable[[], float] = time.monotonic) -> None:
         self.api = api
         self.batcher = batcher
         self.limiter = limiter
         self.counters = counters
         self.max_payload = max_payload
         self.log = log
-        self._recent = RecentExchanges(recent_limit, EXCHANGE_LIFETIME, now)
+        self.recent = RecentExchanges(sources, per_source, EXCHANGE_LIFETIME, now)
         self._interface: Any = None
         self._pass_on: Callable[..., None] | None = None
         self.closed = False
@@ -126,14 +133,18 @@ class FastPosts:
         if parsed is None or _multicast(ancdata):
             self._pass_on(data, ancdata, flags, address)
             return
-        key = f"{address[0]}%{address[1]}#{data[2]}.{data[3]}"
-        seen = self._recent.get(key)
+        source, mid = (address[0], address[1]), data[2] << 8 | data[3]
+        seen = self.recent.get(source, mid)
         if seen is not None:
             self._again(seen, data, ancdata, flags, address)
             return
         token, feature, body = parsed
         device = self.api.registry.lookup(token)
-        if device is None or not self.limiter.allow(str(address[0])):
+        if device is None:  # not remembered: see the module doc
+            self._pass_on(data, ancdata, flags, address)
+            return
+        key = (source, mid)
+        if not self.limiter.allow(str(address[0])):
             self._hand_over(key, data, ancdata, flags, address)
             return
         parse, counter = _PARSERS[feature]
@@ -145,10 +156,10 @@ class FastPosts:
         self.counters["coap_requests"] += 1
         self.counters["coap_fast_posts"] += 1
         self.api.count(counter)
-        self._recent.put(key, _IN_PROGRESS)
+        self.recent.put(source, mid, _IN_PROGRESS)
         self.batcher.submit(converted, lambda error: self._stored(key, data, ancdata, address, error))
 
-    def _again(self, answer: int | bytes, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int,
+    def _again(self, answer: Answer, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int,
                address: Any) -> None:
         """A copy of an exchange seen before: ignore it, answer it again, or give it to aiocoap."""
         if answer == _HANDED:
@@ -157,24 +168,24 @@ class FastPosts:
         elif answer != _IN_PROGRESS:
             self._send(_answer(data, answer), ancdata, address)
 
-    def _hand_over(self, key: str, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int,
+    def _hand_over(self, key: tuple[Source, int], data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int,
                    address: Any) -> None:
         assert self._pass_on is not None
-        self._recent.put(key, _HANDED)
+        self.recent.put(*key, _HANDED)
         self._pass_on(data, ancdata, flags, address)
 
     # ------------------------------------------------------------- answer
 
-    def _stored(self, key: str, data: bytes, ancdata: list[tuple[int, int, bytes]], address: Any,
+    def _stored(self, key: tuple[Source, int], data: bytes, ancdata: list[tuple[int, int, bytes]], address: Any,
                 error: BaseException | None) -> None:
-        answer: int | bytes = _CREATED
+        answer: Answer = _CREATED
         if error is not None:
             response = for_exception(error) if isinstance(error, Exception) else None
             if response is None:
                 self.log.error("CoAP device API: storing a post failed: %s", error)
                 response = diagnostic(Code.INTERNAL_SERVER_ERROR, "internal error; see the gateway log")
             answer = _error_answer(data, response)
-        self._recent.answer(key, answer)
+        self.recent.answer(*key, answer)
         self._send(_answer(data, answer), ancdata, address)
 
     def _send(self, datagram: bytes, ancdata: list[tuple[int, int, bytes]], address: Any) -> None:
@@ -188,53 +199,8 @@ class FastPosts:
             self.log.debug("CoAP fast path: send failed: %s", exc)
 
     def __len__(self) -> int:
-        return len(self._recent)
-
-
-class RecentExchanges:
-    """The answers of the last exchanges, by ``"address%port#mid"``: at most ``limit`` of them, and none
-    older than ``lifetime`` seconds (after that a device may use the message id again for a new request).
-
-    Two generations of plain dicts: new exchanges go into the current one; when it holds ``limit / 2`` or
-    is ``lifetime / 2`` old, it becomes the previous one and the previous one is dropped whole; a previous
-    generation that started ``lifetime`` ago is dropped on the next look. A lookup checks both. About
-    150 bytes per exchange; no timer and no bookkeeping per entry.
-    """
-
-    def __init__(self, limit: int, lifetime: float, now: Callable[[], float] = time.monotonic) -> None:
-        self.half = max(1, limit // 2)
-        self.lifetime = lifetime
-        self._now = now
-        self._current: dict[str, int | bytes] = {}
-        self._previous: dict[str, int | bytes] = {}
-        self._started = self._previous_started = now()
-
-    def _expire(self, adding: bool) -> None:
-        now = self._now()
-        if now - self._started >= self.lifetime / 2 or (adding and len(self._current) >= self.half):
-            self._previous, self._previous_started = self._current, self._started
-            self._current, self._started = {}, now
-        if self._previous and now - self._previous_started >= self.lifetime:
-            self._previous = {}
-
-    def get(self, key: str) -> int | bytes | None:
-        self._expire(False)
-        found = self._current.get(key)
-        return found if found is not None else self._previous.get(key)
-
-    def put(self, key: str, answer: int | bytes) -> None:
-        self._expire(True)
-        self._current[key] = answer
-
-    def answer(self, key: str, answer: int | bytes) -> None:
-        """Record the answer of an exchange still remembered (a forgotten one stays forgotten)."""
-        if key in self._current:
-            self._current[key] = answer
-        elif key in self._previous:
-            self._previous[key] = answer
-
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
+        """The number of exchanges remembered."""
+        return self.recent.exchanges()
 
 
 def _parse(data: bytes, max_payload: int) -> tuple[str, str, bytes] | None:
@@ -297,7 +263,7 @@ def _multicast(ancdata: list[tuple[int, int, bytes]]) -> bool:
     return False
 
 
-def _answer(request: bytes, answer: int | bytes) -> bytes:
+def _answer(request: bytes, answer: Answer) -> bytes:
     """The piggybacked answer to ``request``: an ACK with its message id and token."""
     if isinstance(answer, bytes):
         return answer

@@ -42,6 +42,27 @@ def diagnostic(code: Code, text: str, max_age: int | None = None) -> Message:
     return message
 
 
+def no_larger(response: Message, request: Message) -> Message:
+    """``response`` with its diagnostic cut so that the answer is no larger than ``request``.
+
+    For answers to requests that carry no valid token (provisioning): the source address of such a
+    request may be spoofed, and a UDP server must not answer it with more than it received (RFC 7252
+    §11.3). JSON answers (provisioning's own) are left whole.
+    """
+    payload = response.payload
+    if not payload or response.opt.content_format != TEXT_FORMAT:
+        return response
+    token = len(request.token)
+    received = 4 + token + len(request.opt.encode()) + (1 + len(request.payload) if request.payload else 0)
+    room = received - (4 + token + len(response.opt.encode()) + 1)
+    if room <= 0:
+        response.payload = b""
+        response.opt.content_format = None
+    elif room < len(payload):
+        response.payload = payload[:room].decode("utf-8", "ignore").encode("utf-8")
+    return response
+
+
 def for_exception(exc: Exception) -> Message | None:
     """The device API's outcome as a CoAP error; None for an exception that is not an outcome."""
     if isinstance(exc, Unauthorized):

@@ -30,6 +30,7 @@ from connectors.rest.device_api.coap.messages import (
     first,
     for_exception,
     json_message,
+    no_larger,
     query,
 )
 from connectors.rest.device_api.coap.observe import (
@@ -50,6 +51,7 @@ from connectors.rest.device_api.service import DeviceApi
 
 T = TypeVar("T")
 _FEATURES = ("telemetry", "attributes", "rpc", "claim")
+_PROVISION = ("api", "v1", "provision")
 
 
 class CoapSite:
@@ -62,7 +64,7 @@ class CoapSite:
         self.log = log
         self.limiter = AddressLimiter(config.rate_limit)
         self.observations = Observations(config.max_observations)
-        self.batcher = StoreBatcher(self.ops.store)
+        self.batcher = StoreBatcher(self.ops.store_each)
         self.executor = ThreadPoolExecutor(config.max_concurrent_requests, thread_name_prefix="coap-op")
         self.busy = 0  # operations running on the executor
         self.acks: AckWatch | None = None  # set once the aiocoap context exists
@@ -97,6 +99,8 @@ class CoapSite:
                 self.log.exception("CoAP device API: unexpected error on %s", _feature_name(request))
                 response = diagnostic(Code.INTERNAL_SERVER_ERROR, "internal error; see the gateway log")
         if response is not None:
+            if request.opt.uri_path == _PROVISION:  # no valid token: answered with no more than received
+                response = no_larger(response, request)
             pipe.add_response(response, is_last=True)
 
     async def _route(self, pipe: Any, request: Message) -> Message | None:
