@@ -186,6 +186,8 @@ class Daemon:
         The admin listener stays up (answering /readyz with 503) until storage is closed.
         """
         self.running = False
+        if self.remote_config is not None:  # no configuration change while connectors stop
+            self.remote_config.stop()
         for service in (self.statistics, self.status_page):
             if service is not None:
                 service.stop()
@@ -197,8 +199,6 @@ class Daemon:
                 log.exception("connector %s did not stop cleanly", connector.name)
         self._started.clear()
         self.northbound.stop(timeout=5.0)
-        if self.remote_config is not None:
-            self.remote_config.stop()
         if self.admin is not None:
             self.admin.stop()
         self.storage.close()

@@ -48,6 +48,8 @@ LEVELS = {"DEBUG": "DEBUG", "TRACE": "DEBUG", "INFO": "INFO", "WARNING": "WARNIN
 REQUEST_TIMEOUT = 10.0
 #: updates waiting for the worker; more are dropped with a warning (ThingsBoard sends few)
 MAX_QUEUED = 100
+#: how long stopping waits for a change being applied (seconds; a reload takes milliseconds)
+STOP_WAIT = 5.0
 
 
 class RemoteLink(Protocol):
@@ -78,8 +80,9 @@ class RemoteConfigurator:
         self.log = logger
         self.remote_level: str | None = None  # the RemoteLoggingLevel applied, None when none is
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(MAX_QUEUED)
-        self._handled_ts: dict[str, Any] = {}  # connector → ts of the shared attribute last applied on connect
+        self._handled_ts: dict[str, Any] = {}  # connector → ts of the last attribute handled (not retried on connect)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # ------------------------------------------------------------- called on MQTT / reload threads: queue only
 
@@ -111,19 +114,23 @@ class RemoteConfigurator:
                          ", ".join(e.configuration for e, _ in self._loaded().connectors))
 
     def stop(self) -> None:
+        """Take no more changes; wait briefly for one being applied (a change is never cut halfway by us)."""
+        self._stopping.set()
         if self._thread is None:
             return
         try:
             self._queue.put(None, timeout=1.0)
         except queue.Full:
             pass
-        self._thread.join(REQUEST_TIMEOUT + 5)
+        self._thread.join(STOP_WAIT)
+        if self._thread.is_alive():
+            self.log.warning("remote configuration: still waiting for ThingsBoard's answer; stopping without it")
         self._thread = None
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
+            if item is None or self._stopping.is_set():
                 return
             kind, data = item
             try:
@@ -170,6 +177,8 @@ class RemoteConfigurator:
         """Apply shared attributes ``data``, one key at a time; ``initial``: the answer on connect."""
         connectors = {entry.name: entry for entry, _ in self._loaded().connectors}
         for key, value in data.items():
+            if self._stopping.is_set():
+                return
             if key == "deleted":
                 if isinstance(value, list) and LOG_LEVEL_ATTRIBUTE in value:
                     self._log_level("NONE")
@@ -200,11 +209,11 @@ class RemoteConfigurator:
             newer = ts > os.path.getmtime(entry.configuration) * 1000
         except OSError:
             newer = True
-        if newer:
-            self._handled_ts[name] = ts
         return newer
 
     def _connector(self, entry: ConnectorEntry, value: Any) -> None:
+        if isinstance(value, dict) and value.get("ts") is not None:
+            self._handled_ts[entry.name] = value["ts"]  # refused or not, the next connect does not retry it
         self.log.info("remote configuration: new configuration for connector %r from ThingsBoard", entry.name)
         folders = [*self._loaded().gateway.extension_paths, BUNDLED_EXTENSIONS]
         outcome = change_connector(entry, value, folders, self._reload)

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any
 
+import pytest
 import requests
 
 from tests.fixtures.broker import Subscriber
@@ -99,8 +100,11 @@ def backups(daemon: DaemonProcess) -> list[str]:
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
-def test_reports_redacted_and_applies_a_connector_change(make_daemon, mqtt_subscriber: Subscriber) -> None:
-    daemon = make_daemon(rest(), thingsboard=REMOTE_ON)
+@pytest.mark.parametrize("protocol", ["broker's", "mqtt311"])
+def test_reports_redacted_and_applies_a_connector_change(make_daemon, mqtt_subscriber: Subscriber,
+                                                          protocol: str) -> None:
+    """With MQTT 3.1.1 the broker echoes the gateway's own reports back to it: they must not loop."""
+    daemon = make_daemon(rest(), thingsboard={**REMOTE_ON, **({"protocol": protocol} if protocol == "mqtt311" else {})})
     tb = Thingsboard(mqtt_subscriber)
     assert set(tb.answer_request({})) == {"RemoteLoggingLevel", CONNECTOR}
 
@@ -139,6 +143,8 @@ def test_reports_redacted_and_applies_a_connector_change(make_daemon, mqtt_subsc
     assert tb.sub.wait_for(lambda _m: len([b for b in tb.reports() if CONNECTOR in b]) >= 2, WAIT)
     assert len(tb.reported(CONNECTOR)["configurationJson"]["mapping"]) == 3
     assert PASSWORD not in json.dumps(tb.reports())
+    assert not _debug_line_after(daemon, tb, 0, 1)  # a round trip through the gateway: nothing else pending
+    assert len(tb.statuses()) == 1 and len([b for b in tb.reports() if CONNECTOR in b]) == 2, tb.reports()
 
 
 def test_invalid_or_restart_only_changes_are_refused_and_rolled_back(make_daemon,
