@@ -23,7 +23,7 @@ from connectors.registry import connector_type
 from gateway.config.model import ConnectorEntry
 from gateway.reload import ReloadResult
 from gateway.remote_config import files
-from gateway.remote_config.report import masked_keys, read_raw, unmask
+from gateway.remote_config.report import masked_keys, unmask
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,16 @@ class Outcome:
         return status
 
 
-def change_connector(entry: ConnectorEntry, value: Any, extension_paths: Sequence[str],
+def change_connector(entry: ConnectorEntry, value: Any, current: Any, extension_paths: Sequence[str],
                      reload: Callable[[str], ReloadResult]) -> Outcome:
-    """Apply ThingsBoard's attribute ``value`` for connector ``entry`` (steps in the module docstring); never raises."""
+    """Apply ThingsBoard's attribute ``value`` for connector ``entry`` (steps in the module docstring); never raises.
+
+    ``current`` is the content of the connector file that runs (masked values are taken from it).
+    """
     name = entry.name
     refused = _shape_problems(entry, value)
     if refused:
         return Outcome(name, False, "refused", refused)
-    current = read_raw(entry.configuration)
     candidate = unmask(value["configurationJson"], current)
     left = masked_keys(candidate)
     if left:

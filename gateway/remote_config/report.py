@@ -37,12 +37,11 @@ def read_raw(path: str) -> Any:
     return read_document(path).data
 
 
-def general_attributes(loaded: LoadedConfig, secrets: Iterable[str], log_level: str, remote_level: str | None,
-                       version: str, ts: int) -> dict[str, Any]:
+def general_attributes(loaded: LoadedConfig, raw: Any, secrets: Iterable[str], log_level: str,
+                       remote_level: str | None, version: str, ts: int) -> dict[str, Any]:
     """The general attributes: ``general_configuration``, ``storage_configuration``, ``logs_configuration``,
-    ``active_connectors``, ``RemoteLoggingLevel`` and ``Version``."""
+    ``active_connectors``, ``RemoteLoggingLevel`` and ``Version``; ``raw`` is gateway.yaml's content as it runs."""
     secrets = list(secrets)
-    raw = read_raw(loaded.gateway.file)
     raw = raw if isinstance(raw, dict) else {}
     thingsboard = raw.get("thingsboard") if isinstance(raw.get("thingsboard"), dict) else {}
     storage = raw.get("storage") if isinstance(raw.get("storage"), dict) else {}
@@ -57,9 +56,12 @@ def general_attributes(loaded: LoadedConfig, secrets: Iterable[str], log_level: 
     }
 
 
-def connector_attribute(entry: ConnectorEntry, secrets: Iterable[str], log_level: str, ts: int) -> dict[str, Any]:
-    """``{<connector name>: {name, type, configuration, logLevel, configurationJson, ts}}``, secrets masked."""
-    raw = read_raw(entry.configuration)
+def connector_attribute(entry: ConnectorEntry, raw: Any, secrets: Iterable[str], log_level: str,
+                        ts: int) -> dict[str, Any]:
+    """``{<connector name>: {name, type, configuration, logLevel, configurationJson, ts}}``, secrets masked.
+
+    ``raw`` is the connector file's content as it runs.
+    """
     return {entry.name: {"name": entry.name, "type": entry.type,
                          "configuration": os.path.basename(entry.configuration), "logLevel": log_level,
                          "configurationJson": redact_json(raw if raw is not None else {}, secrets), "ts": ts}}

@@ -39,6 +39,7 @@ from gateway.remote_config.report import (
     connector_attribute,
     general_attributes,
     now_ms,
+    read_raw,
 )
 
 #: levels RemoteLoggingLevel may take (the reference's, TRACE read as DEBUG); NONE returns to gateway.yaml's
@@ -83,6 +84,8 @@ class RemoteConfigurator:
         self._handled_ts: dict[str, Any] = {}  # connector → ts of the last attribute handled (not retried on connect)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._running_files: dict[str, Any] = {}  # path → content of each config file that runs
+        self.snapshot()
 
     # ------------------------------------------------------------- called on MQTT / reload threads: queue only
 
@@ -95,9 +98,19 @@ class RemoteConfigurator:
         self._put(("update", data))
 
     def after_reload(self, result: ReloadResult) -> None:
-        """A reload (any trigger) applied new files: report the configuration again."""
+        """A reload (any trigger) applied new files: remember what runs now and report it again."""
         if result.outcome == "applied":
+            self.snapshot()
             self._put(("report", None))
+
+    def snapshot(self) -> None:
+        """Read the config files that run now (at start, and right after each applied reload).
+
+        What is reported and compared is what runs, not a later edit on disk that a reload refused.
+        """
+        loaded = self._loaded()
+        paths = [loaded.gateway.file, *(entry.configuration for entry, _ in loaded.connectors)]
+        self._running_files = {path: read_raw(path) for path in paths}
 
     def _put(self, item: tuple[str, Any]) -> None:
         try:
@@ -148,11 +161,12 @@ class RemoteConfigurator:
 
     def report(self) -> None:
         """Publish the configuration: the general attributes, then one attribute per connector."""
-        loaded, secrets, ts = self._loaded(), list(self._secrets()), now_ms()
+        loaded, secrets, ts, files = self._loaded(), list(self._secrets()), now_ms(), self._running_files
         level = logging.getLevelName(logging.getLogger().level)
-        self._publish(general_attributes(loaded, secrets, level, self.remote_level, __version__, ts))
+        self._publish(general_attributes(loaded, files.get(loaded.gateway.file), secrets, level, self.remote_level,
+                                         __version__, ts))
         for entry, _ in loaded.connectors:
-            self._publish(connector_attribute(entry, secrets, level, ts))
+            self._publish(connector_attribute(entry, files.get(entry.configuration), secrets, level, ts))
 
     def _publish(self, values: dict[str, Any]) -> None:
         size = len(json.dumps(values, separators=(",", ":")).encode())
@@ -216,13 +230,14 @@ class RemoteConfigurator:
             self._handled_ts[entry.name] = value["ts"]  # refused or not, the next connect does not retry it
         self.log.info("remote configuration: new configuration for connector %r from ThingsBoard", entry.name)
         folders = [*self._loaded().gateway.extension_paths, BUNDLED_EXTENSIONS]
-        outcome = change_connector(entry, value, folders, self._reload)
+        outcome = change_connector(entry, value, self._running_files.get(entry.configuration), folders, self._reload)
         if outcome.ok:
             self.log.info("remote configuration of %r: %s", entry.name, outcome.outcome)
         self._status(outcome)
         if not outcome.ok or outcome.outcome == "unchanged":  # an applied reload reports everything anew
             secrets, level = list(self._secrets()), logging.getLevelName(logging.getLogger().level)
-            self._publish(connector_attribute(entry, secrets, level, now_ms()))
+            self._publish(connector_attribute(entry, self._running_files.get(entry.configuration), secrets, level,
+                                              now_ms()))
 
     def _log_level(self, value: Any) -> None:
         name = value.strip().upper() if isinstance(value, str) else None

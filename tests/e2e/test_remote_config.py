@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
+import time
 from typing import Any
 
 import pytest
@@ -243,3 +245,39 @@ def test_off_by_default_nothing_is_reported_and_updates_are_ignored(make_daemon,
     assert tb.reports() == []
     assert not [t for t, _, _ in tb.sub.messages if t.startswith(REQUEST_PREFIX)]
     assert on_disk(daemon) == original and backups(daemon) == [] and post(daemon, "/new") == 404
+
+
+def test_a_local_reload_is_reported_and_a_refused_local_edit_is_not(make_daemon, mqtt_subscriber: Subscriber) -> None:
+    daemon = make_daemon(rest(), thingsboard=REMOTE_ON)
+    tb = Thingsboard(mqtt_subscriber)
+    tb.answer_request({})
+    assert len(tb.reported(CONNECTOR)["configurationJson"]["mapping"]) == 2
+    path = os.path.join(daemon.workdir, "rest.json")
+
+    def edit_and_reload(config: dict[str, Any], outcome: str) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(config, handle)
+        os.kill(daemon.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + WAIT
+        while f"config reload (SIGHUP) {outcome}" not in daemon.log_text():
+            assert time.monotonic() < deadline, daemon.log_text()
+            time.sleep(0.05)
+
+    local = on_disk(daemon)
+    local["mapping"].append(new_mapping("/local"))
+    edit_and_reload(local, "applied")
+    assert tb.sub.wait_for(lambda _m: len([b for b in tb.reports() if CONNECTOR in b]) >= 2, WAIT)
+    endpoints = [m["endpoint"] for m in tb.reported(CONNECTOR)["configurationJson"]["mapping"]]
+    assert endpoints == ["/data", "/tok", "/local"]
+
+    broken = copy.deepcopy(local)
+    broken["mapping"][2]["converter"]["type"] = "telepathy"
+    edit_and_reload(broken, "refused")
+    tb.send({"RemoteLoggingLevel": "INFO"})  # a round trip through the worker: any report would come first
+    assert tb.next_status(1)["status"] == "ok"
+    assert len([b for b in tb.reports() if CONNECTOR in b]) == 2
+    # a remote change is compared with what runs, so ThingsBoard sending the running config is "unchanged"
+    tb.send(connector_change(tb.reported(CONNECTOR)["configurationJson"]))
+    assert tb.next_status(2)["outcome"] == "unchanged"
+    assert backups(daemon) == [] and on_disk(daemon) == broken  # nothing written: it is what runs
+    assert post(daemon, "/local") == 200
