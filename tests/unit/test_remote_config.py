@@ -10,6 +10,9 @@ import pytest
 
 from connectors.rest.config import load_rest_config
 from gateway.admin.redact import MASK, redact_json
+from gateway.config.check import check_report
+from gateway.config.errors import ConfigError
+from gateway.config.loader import load_config
 from gateway.northbound.inbound import (
     Malformed,
     OwnAttributesResponse,
@@ -19,6 +22,7 @@ from gateway.northbound.inbound import (
 )
 from gateway.remote_config import files
 from gateway.remote_config.report import masked_keys, unmask
+from tests.unit.test_general_config import GENERAL, write_set
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,3 +99,18 @@ def test_the_documented_connector_change_is_a_valid_rest_json(tmp_path: Path) ->
     path = tmp_path / change["configuration"]
     path.write_text(json.dumps(config))
     assert [m.endpoint for m in load_rest_config(str(path), [str(ROOT / "extensions")]).mappings] == ["/data"]
+
+
+def test_remote_configuration_is_off_by_default_and_a_boolean(tmp_path: Path) -> None:
+    assert not load_config(write_set(tmp_path / "default", GENERAL), env={}).gateway.thingsboard.remote_configuration
+    general = json.loads(json.dumps(GENERAL))
+    general["thingsboard"]["remoteConfiguration"] = True
+    path = write_set(tmp_path / "on", general)
+    loaded = load_config(path, env={})
+    assert loaded.gateway.thingsboard.remote_configuration and loaded.warnings == []
+    code, text = check_report(path)
+    assert code == 0 and "remote configuration ON" in text
+    general["thingsboard"]["remoteConfiguration"] = "yes"
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_set(tmp_path / "bad", general), env={})
+    assert "/thingsboard/remoteConfiguration" in str(raised.value) and "true or false" in str(raised.value)
