@@ -24,13 +24,26 @@ def temp_path(path: str) -> str:
 
 
 def write_staged(path: str, text: str) -> str:
-    """Write ``text`` to ``path``'s staging file, flushed to disk; returns the staging file's path."""
+    """Write ``text`` to ``path``'s staging file, flushed to disk, with ``path``'s permissions; returns its path.
+
+    The staging file is created readable by its owner only, then given the permissions of the file it
+    replaces, so a connector file kept private (it holds passwords) never becomes readable by others.
+    """
     staged = temp_path(path)
-    with open(staged, "w", encoding="utf-8") as handle:
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    _same_mode(path, staged)
     return staged
+
+
+def _same_mode(original: str, copy: str) -> None:
+    try:
+        shutil.copymode(original, copy)
+    except OSError:  # the original is gone: keep the private default
+        pass
 
 
 def replace_with(staged: str, path: str) -> None:
@@ -86,4 +99,5 @@ def restore(backup_path: str, path: str) -> None:
     """Put ``backup_path``'s content back at ``path`` (atomically); the backup itself stays."""
     staged = temp_path(path)
     shutil.copyfile(backup_path, staged)
+    _same_mode(backup_path, staged)
     replace_with(staged, path)

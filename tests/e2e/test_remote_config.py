@@ -179,6 +179,13 @@ def test_invalid_or_restart_only_changes_are_refused_and_rolled_back(make_daemon
     tb.send({"storage_configuration": {"type": "memory"}})
     status = tb.next_status(3)
     assert status["attribute"] == "storage_configuration" and status["outcome"] == "refused"
+    tb.send({"Other Connector": {"name": "Other Connector", "type": "rest", "configurationJson": moved}})
+    assert tb.next_status(4)["outcome"] == "refused" and "adding a connector" in tb.next_status(4)["errors"][0]
+    tb.send({"active_connectors": [CONNECTOR, "Other Connector"]})
+    assert tb.next_status(5)["status"] == "error"
+    tb.send({"active_connectors": [CONNECTOR]})
+    assert tb.next_status(6) | {"ts": 0} == {"ts": 0, "attribute": "active_connectors", "status": "ok",
+                                              "outcome": "unchanged", "errors": []}
 
     # the old configuration kept serving throughout
     assert post(daemon, "/new") == 404 and post(daemon, "/broken") == 404

@@ -77,6 +77,18 @@ def test_backups_are_timestamped_bounded_and_restorable(tmp_path: Path) -> None:
     assert not Path(files.temp_path(str(path))).exists()
 
 
+def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "rest.json"
+    path.write_text("{}")
+    path.chmod(0o640)
+    files.replace_with(files.write_staged(str(path), '{"port": 1}'), str(path))
+    assert path.stat().st_mode & 0o777 == 0o640 and json.loads(path.read_text()) == {"port": 1}
+    saved = files.backup(str(path))
+    path.chmod(0o600)
+    files.restore(saved, str(path))
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 def test_the_gateway_devices_own_attribute_topics_are_parsed() -> None:
     assert parse_inbound("v1/devices/me/attributes", b'{"RemoteLoggingLevel": "DEBUG"}') == \
         OwnAttributeUpdate({"RemoteLoggingLevel": "DEBUG"})
