@@ -121,6 +121,7 @@ class RemoteConfigurator:
     # ------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        """Start the worker thread (before the northbound link, so no session is missed)."""
         self._thread = threading.Thread(target=self._run, name="rgw-remote-config", daemon=True)
         self._thread.start()
         self.log.warning("remote configuration is on: ThingsBoard may change %s and the log level",
