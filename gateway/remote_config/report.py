@@ -38,7 +38,7 @@ def read_raw(path: str) -> Any:
 
 
 def general_attributes(loaded: LoadedConfig, raw: Any, secrets: Iterable[str], log_level: str,
-                       remote_level: str | None, version: str, ts: int) -> dict[str, Any]:
+                       remote_level: str, version: str, ts: int) -> dict[str, Any]:
     """The general attributes: ``general_configuration``, ``storage_configuration``, ``logs_configuration``,
     ``active_connectors``, ``RemoteLoggingLevel`` and ``Version``; ``raw`` is gateway.yaml's content as it runs."""
     secrets = list(secrets)
@@ -51,7 +51,7 @@ def general_attributes(loaded: LoadedConfig, raw: Any, secrets: Iterable[str], l
         "logs_configuration": {"logLevel": loaded.gateway.log_level, "effectiveLevel": log_level,
                                "format": loaded.gateway.logging.format, "ts": ts},
         ACTIVE_CONNECTORS: [entry.name for entry, _ in loaded.connectors],
-        LOG_LEVEL_ATTRIBUTE: remote_level or "NONE",
+        LOG_LEVEL_ATTRIBUTE: remote_level,
         "Version": version,
     }
 

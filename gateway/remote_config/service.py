@@ -80,6 +80,7 @@ class RemoteConfigurator:
         self.max_bytes = max_bytes
         self.log = logger
         self.remote_level: str | None = None  # the RemoteLoggingLevel applied, None when none is
+        self._level_name = "NONE"  # ... as ThingsBoard named it
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(MAX_QUEUED)
         self._handled_ts: dict[str, Any] = {}  # connector → ts of the last attribute handled (not retried on connect)
         self._thread: threading.Thread | None = None
@@ -164,7 +165,7 @@ class RemoteConfigurator:
         """Publish the configuration: the general attributes, then one attribute per connector."""
         loaded, secrets, ts, files = self._loaded(), list(self._secrets()), now_ms(), self._running_files
         level = logging.getLevelName(logging.getLogger().level)
-        self._publish(general_attributes(loaded, files.get(loaded.gateway.file), secrets, level, self.remote_level,
+        self._publish(general_attributes(loaded, files.get(loaded.gateway.file), secrets, level, self._level_name,
                                          __version__, ts))
         for entry, _ in loaded.connectors:
             self._publish(connector_attribute(entry, files.get(entry.configuration), secrets, level, ts))
@@ -198,7 +199,8 @@ class RemoteConfigurator:
                 if isinstance(value, list) and LOG_LEVEL_ATTRIBUTE in value:
                     self._log_level("NONE")
             elif key == LOG_LEVEL_ATTRIBUTE:
-                self._log_level(value)
+                if not (initial and isinstance(value, str) and value.strip().upper() == self._level_name):
+                    self._log_level(value)  # on reconnect, the level already applied is not applied again
             elif key in connectors:
                 if initial and not self._newer(key, value, connectors[key]):
                     continue
@@ -248,7 +250,7 @@ class RemoteConfigurator:
             return
         level = LEVELS[name]
         self._apply_log_level(level)
-        self.remote_level = level
+        self.remote_level, self._level_name = level, name
         self.log.warning("remote configuration: log level %s (RemoteLoggingLevel %s from ThingsBoard)",
                          logging.getLevelName(logging.getLogger().level), name)
         self.link.publish_own_attributes({LOG_LEVEL_ATTRIBUTE: name, STATUS_ATTRIBUTE: Outcome(

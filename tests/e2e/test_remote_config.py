@@ -288,3 +288,28 @@ def test_a_local_reload_is_reported_and_a_refused_local_edit_is_not(make_daemon,
     assert tb.next_status(2)["outcome"] == "unchanged"
     assert backups(daemon) == [] and on_disk(daemon) == broken  # nothing written: it is what runs
     assert post(daemon, "/local") == 200
+
+
+def test_each_reconnect_reports_again_and_applies_only_what_is_new(make_daemon, broker,
+                                                                    mqtt_subscriber: Subscriber) -> None:
+    daemon = make_daemon(rest(), thingsboard=REMOTE_ON)
+    tb = Thingsboard(mqtt_subscriber)
+    tb.answer_request({})
+    tb.reported("general_configuration")
+    tb.send({"RemoteLoggingLevel": "DEBUG"})
+    assert tb.next_status(1)["attribute"] == "RemoteLoggingLevel"
+
+    tb.sub.clear()  # before the restart: the gateway's next request must not be cleared away
+    tb.sent.clear()
+    broker.restart()
+    changed = on_disk(daemon)
+    changed["mapping"].append(new_mapping("/after-reconnect"))
+    value = connector_change(changed)[CONNECTOR]
+    value["ts"] = int(os.path.getmtime(os.path.join(daemon.workdir, "rest.json")) * 1000) + 1000
+    tb.answer_request({"RemoteLoggingLevel": "DEBUG", CONNECTOR: value})
+    assert tb.reported("general_configuration")["remoteConfiguration"] is True  # reported again
+    status = tb.next_status(1)  # the level already applied is not applied (nor reported) again
+    assert status["attribute"] == CONNECTOR and status["outcome"] == "applied", tb.statuses()
+    assert post(daemon, "/after-reconnect") == 200
+    assert _debug_line_after(daemon, tb, len(daemon.log_text()), 1)  # still DEBUG after the reconnect
+    assert [s["attribute"] for s in tb.statuses()] == [CONNECTOR]
