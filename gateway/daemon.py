@@ -24,6 +24,7 @@ from gateway.gateway_rpc import GatewayRpc
 from gateway.logs import mask_more, set_level
 from gateway.northbound import Northbound
 from gateway.reload import Reloader, ReloadResult
+from gateway.remote_config.service import RemoteConfigurator
 from gateway.statistics.reporter import StatisticsReporter
 from gateway.storage.factory import create_storage
 from gateway.uplink import GatewayUplink
@@ -56,6 +57,10 @@ class Daemon:
         """``log_level_fixed``: the command line set the log level; a reload keeps it."""
         self.loaded = loaded
         self.log_level_fixed = log_level_fixed
+        # the level the files (or the command line) set; ThingsBoard's RemoteLoggingLevel overrides it
+        self.base_log_level = logging.getLevelName(logging.getLogger().level) if log_level_fixed \
+            else loaded.gateway.log_level
+        self.remote_log_level: str | None = None
         self.started_at = time.time()
         self.running = False  # True from the end of start() to the beginning of stop() (readiness)
         self.restart_requested = False  # ThingsBoard's gateway_restart: the CLI starts the process again
@@ -93,6 +98,14 @@ class Daemon:
         self.status_page: StatusPage | None = None
         self.reloader = Reloader(lambda: self.loaded, lambda: self.connectors, self._apply_general)
         self.reloader.listeners.append(self._rebaseline_watcher)
+        self.remote_config: RemoteConfigurator | None = None
+        if cfg.thingsboard.remote_configuration:
+            self.remote_config = RemoteConfigurator(
+                self.northbound, lambda: self.loaded, self.reload, lambda: config_secrets(self.loaded),
+                self.set_remote_log_level, cfg.thingsboard.max_payload_bytes,
+                logging.getLogger("gateway.remote_config"))
+            self.northbound.set_own_attributes_handler(self.remote_config)
+            self.reloader.listeners.append(self.remote_config.after_reload)
         self.watcher: ConfigWatcher | None = None
         self.admin = self._admin_server() if cfg.admin.enabled else None
 
@@ -111,8 +124,15 @@ class Daemon:
         self.restart_requested = True
         os.kill(os.getpid(), signal.SIGTERM)
 
+    def set_remote_log_level(self, level: str | None) -> None:
+        """ThingsBoard's RemoteLoggingLevel: log at ``level`` until it is cleared (None: the configured level)."""
+        self.remote_log_level = level
+        set_level(level or self.base_log_level)
+
     def start(self) -> None:
         """Connect to ThingsBoard in the background, start every connector, then the admin listener."""
+        if self.remote_config is not None:
+            self.remote_config.start()
         self.northbound.start()
         for connector in self.connectors:
             connector.start()
@@ -141,7 +161,8 @@ class Daemon:
         self.loaded = new
         mask_more(config_secrets(new), config_token_paths(new))
         if not self.log_level_fixed:
-            set_level(new.gateway.log_level)
+            self.base_log_level = new.gateway.log_level
+        set_level(self.remote_log_level or self.base_log_level)
         self._use_watch(new.gateway.reload)
 
     def _use_watch(self, config: ReloadConfig) -> None:
@@ -165,6 +186,8 @@ class Daemon:
         The admin listener stays up (answering /readyz with 503) until storage is closed.
         """
         self.running = False
+        if self.remote_config is not None:  # no configuration change while connectors stop
+            self.remote_config.stop()
         for service in (self.statistics, self.status_page):
             if service is not None:
                 service.stop()

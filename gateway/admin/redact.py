@@ -69,3 +69,24 @@ def excerpt(body: bytes, secrets: Iterable[str], truncated: bool = False, limit:
     if len(text) > limit or truncated:
         return text[:limit] + "…"
     return text
+
+
+def redact_json(value: Any, secrets: Iterable[str]) -> Any:
+    """A copy of JSON ``value`` with each secret-named key's value and each configured secret inside a string masked.
+
+    For what is reported rather than shown: remote configuration's attributes (docs/remote-configuration.md).
+    """
+    found = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {key: MASK if isinstance(key, str) and SECRET_KEY.search(key) else walk(sub)
+                    for key, sub in item.items()}
+        if isinstance(item, list):
+            return [walk(sub) for sub in item]
+        if isinstance(item, str):
+            for secret in found:
+                item = item.replace(secret, MASK)
+        return item
+
+    return walk(value)

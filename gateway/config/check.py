@@ -64,6 +64,9 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
     if activity.enabled:
         lines.append(f"  devices silent for {activity.timeout:g} s are disconnected from ThingsBoard "
                      f"(checked every {activity.check_period:g} s)")
+    if tb.remote_configuration:
+        lines.append("  remote configuration ON: ThingsBoard may change the connector files and the log level "
+                     "(docs/remote-configuration.md)")
     lines += [f"  extension folder {p}" for p in cfg.extension_paths]
     return lines
 

@@ -53,6 +53,8 @@ class ThingsBoardConfig:
     max_reconnect_delay: float = 60.0
     send_linger_ms: float = 5.0  # under load, publishes of stored events at least this far apart
     device_activity: DeviceActivityConfig = field(default_factory=DeviceActivityConfig)
+    #: remoteConfiguration: report the config to ThingsBoard and take connector/log level changes from it
+    remote_configuration: bool = False
 
     def __repr__(self) -> str:  # never print secrets
         return f"ThingsBoardConfig(host={self.host!r}, port={self.port}, protocol={self.protocol!r})"

@@ -12,14 +12,18 @@ from gateway.config.model import ThingsBoardConfig
 from gateway.northbound.activity import DeviceActivity
 from gateway.northbound.dead_letters import DeadLetterFile
 from gateway.northbound.inbound import (
+    OWN_ATTRIBUTE_SUBSCRIPTIONS,
     SUBSCRIPTIONS,
     TOPIC_GATEWAY_RPC_REQUESTS,
+    TOPIC_OWN_ATTRIBUTES,
     TOPIC_OWN_RPC_RESPONSE,
     AttributeResponse,
     AttributeUpdate,
     EchoFilter,
     GatewayRpcRequest,
     Malformed,
+    OwnAttributesResponse,
+    OwnAttributeUpdate,
     OwnRpcResponse,
     RpcRequest,
     is_subscribed,
@@ -28,6 +32,7 @@ from gateway.northbound.inbound import (
 from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import parse_session_limits
 from gateway.northbound.own_calls import OwnCalls
+from gateway.northbound.own_device import GatewayRpcHandler, OwnAttributesHandler, OwnDevice
 from gateway.northbound.packing import DeadLetter, Publish, encode, own_rpc_reply_publish, rpc_reply_publish
 from gateway.northbound.sender import Sender
 from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
@@ -52,12 +57,6 @@ class DownlinkHandler(Protocol):
     def on_rpc(self, device: str, request_id: int, method: str, params: Any) -> None: ...
 
 
-class GatewayRpcHandler(Protocol):
-    """Answers ThingsBoard's RPCs to the gateway device itself; called on a worker thread."""
-
-    def on_gateway_rpc(self, request_id: int, method: str, params: Any) -> None: ...
-
-
 class Northbound:
     """Keeps one MQTT connection to ThingsBoard alive and drains ``storage`` into it, at least once."""
 
@@ -73,7 +72,6 @@ class Northbound:
             linger_ms = getattr(config, "send_linger_ms", DEFAULT_SEND_LINGER_MS)
         self.address = f"{config.host}:{config.port}"
         self._handler: DownlinkHandler | None = None
-        self._gateway_rpc: GatewayRpcHandler | None = None
         self.activity = DeviceActivity()  # when each device last posted (inactivity, the devices RPC)
         self._flushed = threading.Condition(threading.Lock())  # queued replies were taken by the sender
         self._stop = threading.Event()
@@ -86,6 +84,7 @@ class Northbound:
         self._rpc_out: deque[Publish] = deque()
         self._echo = EchoFilter()
         self._own = OwnCalls(self._queue_out, self._withdraw, self._on_session_limits, self.log)
+        self._me = OwnDevice(self.count, self.publish_own_rpc_reply, self.log)  # RPCs and attributes of the gateway
         # owned for the client's whole life; it sees this object only as a SenderHost
         self.sender = Sender(config, storage, self.known, self, self.log, read_batch=read_batch,
                              linger=max(float(linger_ms), 0.0) / 1000.0, activity=self.activity)
@@ -111,7 +110,22 @@ class Northbound:
 
     def set_gateway_rpc_handler(self, handler: GatewayRpcHandler) -> None:
         """Who answers RPCs to the gateway device (``v1/devices/me/rpc/request/+``); set before :meth:`start`."""
-        self._gateway_rpc = handler
+        self._me.rpc_handler = handler
+
+    def set_own_attributes_handler(self, handler: OwnAttributesHandler) -> None:
+        """Who takes the gateway device's shared attributes (remote configuration); set before :meth:`start`.
+
+        Only with a handler does the gateway subscribe to ``v1/devices/me/attributes``.
+        """
+        self._me.attributes_handler = handler
+
+    def publish_own_attributes(self, values: dict[str, Any]) -> None:
+        """Queue client attributes of the gateway device (``v1/devices/me/attributes``), sent ahead of stored data."""
+        self._queue_out(Publish(TOPIC_OWN_ATTRIBUTES, encode(values)))
+
+    def request_own_shared_attributes(self, keys: list[str], timeout: float) -> dict[str, Any] | None:
+        """The gateway device's shared attributes ``keys`` (absent ones left out), or None after ``timeout`` s."""
+        return self._own.request_own_shared_attributes(keys, timeout)
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting until :meth:`stop`."""
@@ -340,10 +354,12 @@ class Northbound:
 
     def _start_session(self, session: MqttSession) -> None:
         """Subscribe to the downlink topics and ask ThingsBoard for its limits (answer not awaited)."""
-        session.subscribe(list(SUBSCRIPTIONS) + [TOPIC_OWN_RPC_RESPONSE, TOPIC_GATEWAY_RPC_REQUESTS])
+        own_attributes = list(OWN_ATTRIBUTE_SUBSCRIPTIONS) if self._me.attributes_handler is not None else []
+        session.subscribe(list(SUBSCRIPTIONS) + [TOPIC_OWN_RPC_RESPONSE, TOPIC_GATEWAY_RPC_REQUESTS] + own_attributes)
         request = self._own.session_limits_request()
         self.remember_own(request)  # a plain MQTT 3.1.1 broker echoes it on v1/devices/me/rpc/request/+
         session.publish(request.topic, request.payload, qos=1)
+        self._me.on_connected()
 
     def _on_session_limits(self, data: Any) -> None:
         """ThingsBoard answered getSessionLimits: the sender applies the limits before its next publish."""
@@ -366,11 +382,14 @@ class Northbound:
             self.count("downlink_ignored")
             self.log.debug("ignored a malformed message on %s: %s", topic, exc)
             return
-        if isinstance(event, (OwnRpcResponse, AttributeResponse)):
+        if isinstance(event, (OwnRpcResponse, AttributeResponse, OwnAttributesResponse)):
             self._own.on_answer(event)
             return
         if isinstance(event, GatewayRpcRequest):
-            self._on_gateway_rpc(event)
+            self._me.on_gateway_rpc(event, self._rpc_pool)
+            return
+        if isinstance(event, OwnAttributeUpdate):
+            self._me.on_shared_attributes(event.data)
             return
         handler = self._handler
         if handler is None:
@@ -386,29 +405,6 @@ class Northbound:
                 self.log.debug("no consumer for a message on %s", topic)
         except RuntimeError:  # pool already shut down during stop()
             self.log.debug("stopping; dropped a message on %s", topic)
-
-    def _on_gateway_rpc(self, event: GatewayRpcRequest) -> None:
-        """An RPC to the gateway device: a bad request is answered at once, the rest on the RPC pool."""
-        self.count("gateway_rpcs")
-        if event.problem is not None:
-            self.log.info("gateway RPC %d refused: %s", event.request_id, event.problem)
-            self.publish_own_rpc_reply(event.request_id, {"error": event.problem, "code": 400})
-            return
-        handler = self._gateway_rpc
-        if handler is None or self._rpc_pool is None:
-            self.publish_own_rpc_reply(event.request_id, {"error": "Method not found", "code": 404})
-            return
-        try:
-            self._rpc_pool.submit(self._call_gateway_rpc, handler, event)
-        except RuntimeError:  # pool already shut down during stop()
-            self.log.debug("stopping; dropped gateway RPC %d", event.request_id)
-
-    def _call_gateway_rpc(self, handler: GatewayRpcHandler, event: GatewayRpcRequest) -> None:
-        try:
-            handler.on_gateway_rpc(event.request_id, event.method, event.params)
-        except Exception as exc:
-            self.log.exception("gateway RPC %s (id %d) failed", event.method, event.request_id)
-            self.publish_own_rpc_reply(event.request_id, {"error": f"gateway error: {exc}", "code": 500})
 
     def _call(self, func: Any, *args: Any) -> None:
         try:

@@ -16,13 +16,20 @@ TOPIC_OWN_RPC_REQUEST_PREFIX = "v1/devices/me/rpc/request/"
 TOPIC_OWN_RPC_REQUEST = TOPIC_OWN_RPC_REQUEST_PREFIX + "{}"
 #: ThingsBoard's server-side RPCs to the gateway device itself (gateway_ping, gateway_restart, ...)
 TOPIC_GATEWAY_RPC_REQUESTS = TOPIC_OWN_RPC_REQUEST_PREFIX + "+"
+#: the gateway device's own attributes: shared attribute updates come in, client attributes go out
+TOPIC_OWN_ATTRIBUTES = "v1/devices/me/attributes"
+TOPIC_OWN_ATTRIBUTES_REQUEST = "v1/devices/me/attributes/request/{}"
+TOPIC_OWN_ATTRIBUTES_RESPONSE_PREFIX = "v1/devices/me/attributes/response/"
+#: subscribed only with remoteConfiguration on
+OWN_ATTRIBUTE_SUBSCRIPTIONS = (TOPIC_OWN_ATTRIBUTES, TOPIC_OWN_ATTRIBUTES_RESPONSE_PREFIX + "+")
 SUBSCRIPTIONS = (TOPIC_ATTRIBUTES, TOPIC_RPC, TOPIC_ATTRIBUTES_RESPONSE)
 
 
 def is_subscribed(topic: str) -> bool:
     """True for every topic the gateway subscribes to (where a plain MQTT 3.1.1 broker echoes our publishes)."""
-    return (topic in SUBSCRIPTIONS or topic.startswith(TOPIC_OWN_RPC_REQUEST_PREFIX)
-            or topic.startswith(TOPIC_OWN_RPC_RESPONSE_PREFIX))
+    return (topic in SUBSCRIPTIONS or topic == TOPIC_OWN_ATTRIBUTES or topic.startswith(TOPIC_OWN_RPC_REQUEST_PREFIX)
+            or topic.startswith(TOPIC_OWN_RPC_RESPONSE_PREFIX)
+            or topic.startswith(TOPIC_OWN_ATTRIBUTES_RESPONSE_PREFIX))
 
 
 class Malformed(ValueError):
@@ -74,7 +81,24 @@ class GatewayRpcRequest:
     problem: str | None = None
 
 
-Inbound = AttributeUpdate | RpcRequest | AttributeResponse | OwnRpcResponse | GatewayRpcRequest
+@dataclass(frozen=True, slots=True)
+class OwnAttributeUpdate:
+    """Shared attributes of the gateway device itself changed (``{"deleted": [...]}`` for removed ones)."""
+
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnAttributesResponse:
+    """ThingsBoard's answer to the gateway device's own attribute request ``request_id``."""
+
+    request_id: int
+    shared: dict[str, Any]
+    client: dict[str, Any]
+
+
+Inbound = (AttributeUpdate | RpcRequest | AttributeResponse | OwnRpcResponse | GatewayRpcRequest
+           | OwnAttributeUpdate | OwnAttributesResponse)
 
 
 def _load(payload: bytes) -> Any:
@@ -105,6 +129,14 @@ def parse_inbound(topic: str, payload: bytes) -> Inbound:
     message = _load(payload)
     if not isinstance(message, dict):
         raise Malformed("not an object")
+    if topic == TOPIC_OWN_ATTRIBUTES:
+        return OwnAttributeUpdate(message)
+    if topic.startswith(TOPIC_OWN_ATTRIBUTES_RESPONSE_PREFIX):
+        suffix = topic[len(TOPIC_OWN_ATTRIBUTES_RESPONSE_PREFIX):]
+        shared, client = message.get("shared", {}), message.get("client", {})
+        if not suffix.isdigit() or not isinstance(shared, dict) or not isinstance(client, dict):
+            raise Malformed("own attribute response is not {client: object, shared: object} on a numbered topic")
+        return OwnAttributesResponse(int(suffix), shared, client)
     if topic == TOPIC_ATTRIBUTES:
         data = message.get("data")
         if not isinstance(data, dict) or set(message) - {"device", "data"}:

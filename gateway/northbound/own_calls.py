@@ -7,7 +7,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gateway.northbound.inbound import TOPIC_OWN_RPC_REQUEST, AttributeResponse, OwnRpcResponse
+from gateway.northbound.inbound import (
+    TOPIC_OWN_ATTRIBUTES_REQUEST,
+    TOPIC_OWN_RPC_REQUEST,
+    AttributeResponse,
+    OwnAttributesResponse,
+    OwnRpcResponse,
+)
 from gateway.northbound.packing import Publish, attribute_request_publish, encode
 
 
@@ -37,6 +43,8 @@ class OwnCalls:
         self._lock = threading.Lock()
         self._rpc_calls: dict[int, _OwnCall] = {}
         self._attribute_calls: dict[int, _OwnCall] = {}
+        self._own_attribute_calls: dict[int, _OwnCall] = {}
+        self._next_own_attribute_request_id = 0
         self._limits_ids: set[int] = set()
         self._next_attribute_request_id = 0
         self._next_request_id = 0
@@ -74,6 +82,20 @@ class OwnCalls:
             return {keys[0]: values["value"]} if "value" in values else {}
         return values
 
+    def request_own_shared_attributes(self, keys: list[str], timeout: float) -> dict[str, Any] | None:
+        """Ask for the gateway device's own shared attributes ``keys``; wait ``timeout`` s.
+
+        Returns the shared values found (absent keys are left out), or None when no answer came in time.
+        """
+        if not keys:
+            raise ValueError("no attribute keys to request")
+        with self._lock:
+            self._next_own_attribute_request_id += 1
+            request_id = self._next_own_attribute_request_id
+        publish = Publish(TOPIC_OWN_ATTRIBUTES_REQUEST.format(request_id), encode({"sharedKeys": ",".join(keys)}))
+        answered, answer = self._ask(self._own_attribute_calls, request_id, publish, timeout)
+        return dict(answer or {}) if answered else None
+
     def session_limits_request(self) -> Publish:
         """A getSessionLimits request under a fresh id; its answer goes to ``on_session_limits``."""
         with self._lock:
@@ -83,8 +105,15 @@ class OwnCalls:
                              separators=(",", ":")).encode()
         return Publish(TOPIC_OWN_RPC_REQUEST.format(request_id), request)
 
-    def on_answer(self, event: OwnRpcResponse | AttributeResponse) -> None:
+    def on_answer(self, event: OwnRpcResponse | AttributeResponse | OwnAttributesResponse) -> None:
         """File an answer from ThingsBoard with whoever waits for it (called on the network thread)."""
+        if isinstance(event, OwnAttributesResponse):
+            with self._lock:
+                own = self._own_attribute_calls.pop(event.request_id, None)
+            if own is not None:
+                own.answer = event.shared
+                own.done.set()
+            return
         if isinstance(event, OwnRpcResponse):
             with self._lock:
                 call = self._rpc_calls.pop(event.request_id, None)

@@ -17,6 +17,8 @@ from gateway.northbound.inbound import (
     AttributeResponse,
     AttributeUpdate,
     Malformed,
+    OwnAttributesResponse,
+    OwnAttributeUpdate,
     OwnRpcResponse,
     RpcRequest,
     parse_inbound,
@@ -156,7 +158,9 @@ def write_parse_outcomes() -> Iterator[None]:
 
 
 @fuzz_settings(ci_examples=500, soak_examples=50_000)
-@given(topic=st.sampled_from(TOPICS + ("v1/devices/me/rpc/response/", "v1/other")), payload=payloads)
+@given(topic=st.sampled_from(TOPICS + ("v1/devices/me/rpc/response/", "v1/other", "v1/devices/me/attributes",
+                                       "v1/devices/me/attributes/response/3", "v1/devices/me/attributes/response/")),
+       payload=payloads)
 def test_parse_inbound_only_ever_raises_malformed(topic: str, payload: bytes) -> None:
     # regression: 10,000 levels of nesting raised RecursionError, logged as an error with a traceback
     try:
@@ -165,6 +169,9 @@ def test_parse_inbound_only_ever_raises_malformed(topic: str, payload: bytes) ->
         PARSE_OUTCOMES.add("Malformed (ignored)")
         return
     PARSE_OUTCOMES.add(type(event).__name__)
-    assert isinstance(event, AttributeUpdate | RpcRequest | AttributeResponse | OwnRpcResponse)
+    assert isinstance(event, AttributeUpdate | RpcRequest | AttributeResponse | OwnRpcResponse | OwnAttributeUpdate
+                      | OwnAttributesResponse)
+    if isinstance(event, OwnAttributesResponse):
+        assert isinstance(event.shared, dict) and isinstance(event.client, dict)
     if isinstance(event, RpcRequest):
         assert isinstance(event.request_id, int) and event.method and event.device
