@@ -15,16 +15,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiocoap import Message, Reliable, Unreliable
+from aiocoap import Message, Unreliable
 from aiocoap.numbers.codes import Code
 
 from connectors.rest.device_api.coap.acks import AckWatch
-from connectors.rest.device_api.coap.messages import JSON_FORMAT, encode_json, split_update
+from connectors.rest.device_api.coap.messages import JSON_FORMAT, Transmission, encode_json, split_update
 from connectors.rest.device_api.mailbox import Mailboxes, QueuedRpc
 
-#: what a notification waits for its ACK at most (aiocoap gives up after ~93 s: MAX_TRANSMIT_WAIT)
-ACK_WAIT_SECONDS = 100.0
-_RELIABLE, _UNRELIABLE = Reliable(), Unreliable()
+#: what a notification waits for its ACK beyond MAX_TRANSMIT_WAIT, when aiocoap gives up (93 s by default)
+ACK_WAIT_MARGIN_SECONDS = 7.0
+_UNRELIABLE = Unreliable()
 
 
 class TooManyObservations(Exception):
@@ -101,10 +101,16 @@ class NotificationLost(Exception):
 class Notifier:
     """Sends one observation's responses into its aiocoap pipe, numbering them."""
 
-    def __init__(self, pipe: Any, observation: Observation, acks: AckWatch) -> None:
+    def __init__(self, pipe: Any, observation: Observation, acks: AckWatch,
+                 transmission: Transmission | None = None) -> None:
         self.pipe = pipe
         self.observation = observation
         self.acks = acks
+        self.transmission = transmission or Transmission(reliable=True)
+        # the first and the last response: CON when the observe request was, as any response
+        self.response_transmission = Transmission(self.transmission.ACK_TIMEOUT, self.transmission.MAX_RETRANSMIT)
+        self.ack_wait = self.transmission.MAX_TRANSMIT_WAIT + ACK_WAIT_MARGIN_SECONDS
+        self.unacknowledged = False  # aiocoap ended the exchange while a notification awaited its ACK
 
     def alive(self) -> bool:
         """False once aiocoap ended the exchange (a cancel on the same token, RST, retransmissions
@@ -115,6 +121,7 @@ class Notifier:
     def first(self, message: Message) -> None:
         """The response to the observe request itself (Observe 0, piggybacked when it is quick)."""
         message.opt.observe = 0
+        message.transport_tuning = self.response_transmission
         self.pipe.add_response(message, is_last=False)
 
     async def notify(self, message: Message) -> None:
@@ -123,14 +130,17 @@ class Notifier:
             raise NotificationLost(reset=True)
         self.observation.number = (self.observation.number + 1) & 0xFFFFFF
         message.opt.observe = self.observation.number
-        message.transport_tuning = _RELIABLE
+        message.transport_tuning = self.transmission
         self.pipe.add_response(message, is_last=False)
         acked = self.acks.expect(message)
         try:
-            if not await asyncio.wait_for(acked, ACK_WAIT_SECONDS):
+            if not await asyncio.wait_for(acked, self.ack_wait):
                 raise NotificationLost(reset=True)
         except TimeoutError:
             raise NotificationLost(reset=False) from None
+        except asyncio.CancelledError:  # aiocoap gave up after its retransmissions and ended the exchange
+            self.unacknowledged = True
+            raise
         finally:
             self.acks.forget(message)
 
@@ -139,8 +149,7 @@ class Notifier:
         if not self.alive():
             return
         message = Message(code=code)
-        if not reliable:
-            message.transport_tuning = _UNRELIABLE
+        message.transport_tuning = self.response_transmission if reliable else _UNRELIABLE
         self.pipe.add_response(message, is_last=True)
 
 
@@ -250,6 +259,10 @@ async def observe(observations: Observations, notifier: Notifier, mailboxes: Mai
         observations.dropped += 1
         if not lost.reset:
             notifier.last(Code.SERVICE_UNAVAILABLE, reliable=False)
+    except asyncio.CancelledError:
+        if notifier.unacknowledged:
+            observations.dropped += 1
+        raise
     finally:
         mailboxes.remove_listener(observation.device, listener)
         observations.remove(observation)

@@ -23,6 +23,7 @@ from connectors.rest.device_api.coap.batcher import StoreBatcher
 from connectors.rest.device_api.coap.fastpath import FastPosts
 from connectors.rest.device_api.coap.messages import (
     ACCEPTED_FORMATS,
+    Transmission,
     block_of,
     block_size_exp,
     diagnostic,
@@ -68,6 +69,9 @@ class CoapSite:
         self.acks: AckWatch | None = None  # set once the aiocoap context exists
         self.block1 = Block1Spool()
         self.block2 = Block2Cache()  # answers larger than a datagram, served block by block
+        # CON messages the gateway sends: separate responses (CON when the request was) and notifications
+        self.responses = Transmission(config.ack_timeout_seconds, config.max_retransmit)
+        self.notifications = Transmission(config.ack_timeout_seconds, config.max_retransmit, reliable=True)
         self.counters = {"coap_requests": 0, "coap_rate_limited": 0, "coap_busy": 0, "coap_unparsable": 0,
                          "coap_fast_posts": 0}
         self.fast = FastPosts(api, self.batcher, self.limiter, self.counters, config.max_payload_bytes, log)
@@ -97,6 +101,7 @@ class CoapSite:
                 self.log.exception("CoAP device API: unexpected error on %s", _feature_name(request))
                 response = diagnostic(Code.INTERNAL_SERVER_ERROR, "internal error; see the gateway log")
         if response is not None:
+            response.transport_tuning = self.responses
             pipe.add_response(response, is_last=True)
 
     async def _route(self, pipe: Any, request: Message) -> Message | None:
@@ -205,7 +210,7 @@ class CoapSite:
             pipe.add_response(diagnostic(Code.SERVICE_UNAVAILABLE, f"{self.config.max_observations} observations "
                                          f"are active (maxObservations)", max_age=30), is_last=True)
             return None
-        notifier = Notifier(pipe, observation, self.acks)
+        notifier = Notifier(pipe, observation, self.acks, self.notifications)
         mailboxes = self.api.mailboxes
         check = float(self.config.observe_check_seconds)
         if kind == "rpc":
