@@ -12,6 +12,7 @@ import pytest
 from aiocoap import Context, Message
 from aiocoap.numbers.codes import Code
 
+from tests.e2e.test_coap_libcoap import answer_attribute_requests
 from tests.e2e.test_device_api import FILES, NESTED
 from tests.fixtures.coap import coap_rest, free_udp_port
 
@@ -76,17 +77,6 @@ def test_telemetry_and_attribute_uploads(gateway, mqtt_subscriber) -> None:
                                                       "attribute3": 42.0, "attribute4": 73, "attribute5": NESTED}
 
 
-def answer_attribute_requests(subscriber: Any, values: dict[bool, dict[str, Any]], count: int) -> list[dict]:
-    """Play ThingsBoard: answer the first ``count`` attribute requests from ``values[client]``."""
-    for index in range(count):
-        assert subscriber.wait_for(lambda _m, i=index: len(subscriber.on("v1/gateway/attributes/request")) > i, 15)
-        request = subscriber.on("v1/gateway/attributes/request")[index]
-        found = {k: v for k, v in values[request["client"]].items() if k in request["keys"]}
-        subscriber.publish("v1/gateway/attributes/response",
-                           {"id": request["id"], "device": request["device"], "values": found})
-    return subscriber.on("v1/gateway/attributes/request")
-
-
 def test_attribute_request(gateway, mqtt_subscriber) -> None:
     """``GET .../attributes?clientKeys=attribute1,attribute2&sharedKeys=shared1,shared2``."""
     async def scenario(context: Context) -> Message:
@@ -94,12 +84,13 @@ def test_attribute_request(gateway, mqtt_subscriber) -> None:
             gateway, f"api/v1/{TOKEN}/attributes?clientKeys=attribute1,attribute2&sharedKeys=shared1,shared2")))
         asked = asyncio.to_thread(answer_attribute_requests, mqtt_subscriber,
                                   {True: {"attribute1": "value1", "attribute2": True}, False: {"shared1": "value1"}}, 2)
-        answer, requests = await asyncio.gather(request.response, asked)
-        assert [(r["device"], r["client"], r["keys"]) for r in requests] == [
-            (DEVICE, True, ["attribute1", "attribute2"]), (DEVICE, False, ["shared1", "shared2"])]
+        answer, _ = await asyncio.gather(request.response, asked)
         return answer
 
     answer = run_client(scenario)
+    requests = mqtt_subscriber.on("v1/gateway/attributes/request")
+    assert [(r["device"], r["client"], r["keys"]) for r in requests] == [
+        (DEVICE, True, ["attribute1", "attribute2"]), (DEVICE, False, ["shared1", "shared2"])]
     assert answer.code == Code.CONTENT
     assert json.loads(answer.payload) == {"client": {"attribute1": "value1", "attribute2": True},
                                           "shared": {"shared1": "value1"}}

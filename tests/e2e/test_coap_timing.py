@@ -5,13 +5,13 @@ a slow request gets an empty ACK, then a separate confirmable response retransmi
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
-from tests.e2e.test_coap_aiocoap_client import answer_attribute_requests, play_client_rpc_server
+from tests.e2e.test_coap_aiocoap_client import play_client_rpc_server
+from tests.e2e.test_coap_libcoap import answer_attribute_requests, wait_until
 from tests.e2e.test_coap_observe import metric
 from tests.fixtures.coap import RawClient, coap_rest, free_udp_port, quiet_message
 
@@ -38,15 +38,6 @@ def clients(gateway):
     yield make
     for client in made:
         client.close()
-
-
-def wait_until(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_an_observer_that_never_acknowledges_is_dropped_and_the_next_gets_the_update(gateway, clients,
