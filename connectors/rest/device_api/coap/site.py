@@ -20,6 +20,7 @@ from aiocoap.numbers.codes import Code
 
 from connectors.rest.device_api.coap.acks import AckWatch
 from connectors.rest.device_api.coap.batcher import StoreBatcher
+from connectors.rest.device_api.coap.blocks import NotificationBlocks
 from connectors.rest.device_api.coap.fastpath import FastPosts
 from connectors.rest.device_api.coap.messages import (
     ACCEPTED_FORMATS,
@@ -69,6 +70,7 @@ class CoapSite:
         self.acks: AckWatch | None = None  # set once the aiocoap context exists
         self.block1 = Block1Spool()
         self.block2 = Block2Cache()  # answers larger than a datagram, served block by block
+        self.notification_blocks = NotificationBlocks()  # the same for notifications (blocks.py)
         # CON messages the gateway sends: separate responses (CON when the request was) and notifications
         self.responses = Transmission(config.ack_timeout_seconds, config.max_retransmit)
         self.notifications = Transmission(config.ack_timeout_seconds, config.max_retransmit, reliable=True)
@@ -182,6 +184,9 @@ class CoapSite:
             return await self._observe(pipe, request, device, "attributes", params)
         if request.opt.observe == 1:
             return self._deregister(request, device, "attributes")
+        block = self.notification_blocks.serve(request)  # the rest of a block-wise notification
+        if block is not None:
+            return block
 
         async def answer() -> Message:
             values = await self._run(self.ops.request_attributes, device, params.get("clientKeys", []),
@@ -210,7 +215,7 @@ class CoapSite:
             pipe.add_response(diagnostic(Code.SERVICE_UNAVAILABLE, f"{self.config.max_observations} observations "
                                          f"are active (maxObservations)", max_age=30), is_last=True)
             return None
-        notifier = Notifier(pipe, observation, self.acks, self.notifications)
+        notifier = Notifier(pipe, observation, self.acks, self.notifications, self.notification_blocks)
         mailboxes = self.api.mailboxes
         check = float(self.config.observe_check_seconds)
         if kind == "rpc":
@@ -300,6 +305,7 @@ class CoapSite:
                 "coap_observations_refused": self.observations.refused,
                 "coap_observations_replaced": self.observations.replaced,
                 "coap_observations_dropped": self.observations.dropped,
+                "coap_blockwise_notifications": self.notification_blocks.sent,
                 "coap_store_batches": self.batcher.batches, "coap_rate_limited_addresses": len(self.limiter)}
 
     def close(self) -> None:
