@@ -113,8 +113,8 @@ def split_update(update: dict[str, Any], limit: int = DATAGRAM_PAYLOAD) -> list[
     """An attribute update as flat maps that each encode within ``limit`` bytes, keys in order.
 
     A device applies each notification as a change, so several smaller ones leave it in the same
-    state as one large one. A single key too large for ``limit`` goes alone (the datagram is larger
-    then; the network may still fragment it) - it cannot be split without changing its value.
+    state as one large one. A single key too large for ``limit`` goes alone - it cannot be split
+    without changing its value - and is then sent block-wise (blocks.py).
     """
     if len(encode_json(update)) <= limit:
         return [update]
