@@ -116,6 +116,7 @@ class Notifier:
         self.acks = acks
         self.blocks = blocks if blocks is not None else NotificationBlocks()
         self.size_exp = block_size_exp(pipe.request)  # the device's Block2 size, if it asked for one
+        self.block_key = block_key(pipe.request)  # what the device's requests for the next blocks match
         self.transmission = transmission or Transmission(reliable=True)
         # the first and the last response: CON when the observe request was, as any response
         self.response_transmission = Transmission(self.transmission.ACK_TIMEOUT, self.transmission.MAX_RETRANSMIT)
@@ -159,9 +160,8 @@ class Notifier:
         larger than a block; returns once the device has all of it, else raises NotificationLost."""
         payload = encode_json(update)
         transfer: Transfer | None = None
-        key = block_key(self.pipe.request)
         if len(payload) > 2 ** (self.size_exp + 4):
-            transfer = self.blocks.start(key, payload, self.size_exp)
+            transfer = self.blocks.start(self.block_key, payload, self.size_exp)
             message = transfer.block(0)
         else:
             message = Message(code=Code.CONTENT, payload=payload, content_format=JSON_FORMAT)
@@ -175,7 +175,7 @@ class Notifier:
                 raise NotificationLost(reset=False)  # the device stopped fetching blocks, or was replaced
         finally:
             if transfer is not None:
-                self.blocks.end(key, transfer)
+                self.blocks.end(self.block_key, transfer)
 
     def last(self, code: Code, reliable: bool = True) -> None:
         """End the observation with a final response without Observe (2.02 when replaced or cancelled)."""
