@@ -26,8 +26,10 @@ setup(
         "jinja2>=3.1",  # the admin status page template (already installed with Flask; imported directly)
     ],
     extras_require={
-        # selenium drives Debian's chromium + chromedriver for the status page test (tests/e2e/test_status_page.py)
-        "test": ["pytest>=8", "amqtt>=0.11", "ruff>=0.5", "hypothesis>=6", "selenium>=4.15"],
+        # selenium drives Debian's chromium + chromedriver for the status page test (tests/e2e/test_status_page.py);
+        # psutil measures the daemon's memory in tests/e2e/test_coap_many_observers.py (amqtt pulls it in,
+        # but only as its own dependency)
+        "test": ["pytest>=8", "amqtt>=0.11", "ruff>=0.5", "hypothesis>=6", "selenium>=4.15", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["rest-gateway=gateway.cli:main"]},
 )

@@ -62,18 +62,23 @@ def test_coap_defaults_in_both_formats(tmp_path: Path) -> None:
         coap = config.device_api.coap
         assert coap is not None and coap.enabled and (coap.host, coap.port) == ("0.0.0.0", 5683)
         assert coap.observe_check_seconds == 120 and coap.max_observations == 10000
+        assert (coap.ack_timeout_seconds, coap.max_retransmit) == (2.0, 4)  # RFC 7252's defaults
     config, _ = read(tmp_path, {})
     assert config.device_api.coap is None  # no "coap" object: no CoAP transport
     config, _ = read(tmp_path, {"coap": {"enabled": False, "port": 5690}})
     assert not config.device_api.coap.enabled
+    config, _ = read(tmp_path, {"coap": {"ackTimeoutSeconds": 4.5, "maxRetransmit": 0}})
+    assert (config.device_api.coap.ack_timeout_seconds, config.device_api.coap.max_retransmit) == (4.5, 0)
 
 
 def test_coap_problems_name_key_and_fix(tmp_path: Path) -> None:
     config, problems = read(tmp_path, {"coap": {"port": 0, "observeCheckSeconds": 0, "host": "",
-                                                "rateLimit": {"perSeconds": 1}}})
+                                                "rateLimit": {"perSeconds": 1}, "ackTimeoutSeconds": 0.5,
+                                                "maxRetransmit": 9}})
     assert config is None
     by_pointer = {p.pointer: str(p) for p in problems.errors}
     assert "0 is not allowed" in by_pointer["/deviceApi/coap/port"]
     assert "rest.json" in by_pointer["/deviceApi/coap/port"]
-    for pointer in ("/deviceApi/coap/observeCheckSeconds", "/deviceApi/coap/host", "/deviceApi/coap/rateLimit"):
+    for pointer in ("/deviceApi/coap/observeCheckSeconds", "/deviceApi/coap/host", "/deviceApi/coap/rateLimit",
+                    "/deviceApi/coap/ackTimeoutSeconds", "/deviceApi/coap/maxRetransmit"):
         assert pointer in by_pointer, by_pointer

@@ -48,6 +48,22 @@ def _positive_int(data: dict[str, Any], key: str, default: int) -> int:
     return default
 
 
+def _number(data: dict[str, Any], key: str, default: float) -> float:
+    """A positive number (the schema check reports anything else, and its range)."""
+    value = data.get(key, default)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return default
+
+
+def _count(data: dict[str, Any], key: str, default: int) -> int:
+    """An integer >= 0 (the schema check reports anything else, and its range)."""
+    value = data.get(key, default)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
+
+
 def read_device_api(data: Any, file: str, pointer: str, problems: Problems) -> DeviceApiConfig | None:
     """The ``deviceApi`` section (``None`` when absent); problems are added, never raised."""
     if data is None:
@@ -100,6 +116,8 @@ def read_coap(data: Any) -> CoapConfig | None:
         max_observations=_positive_int(data, "maxObservations", defaults.max_observations),
         max_payload_bytes=_positive_int(data, "maxPayloadBytes", defaults.max_payload_bytes),
         max_concurrent_requests=_positive_int(data, "maxConcurrentRequests", defaults.max_concurrent_requests),
+        ack_timeout_seconds=_number(data, "ackTimeoutSeconds", defaults.ack_timeout_seconds),
+        max_retransmit=_count(data, "maxRetransmit", defaults.max_retransmit),
         rate_limit=rate)
 
 

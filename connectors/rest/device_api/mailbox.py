@@ -157,7 +157,8 @@ class Mailboxes:
         return self.wait_attributes(device, 0)
 
     def restore_attributes(self, device: str, update: dict[str, Any]) -> None:
-        """Give back an update that did not reach the device; what arrived since is newer and wins."""
+        """Give back an update that did not reach the device; what arrived since is newer and wins.
+        Whoever waits for the device (a poll, the observation that replaced the one that failed) is woken."""
         with self._lock:
             box = self._box(device)
             deleted = update.get("deleted")
@@ -173,6 +174,10 @@ class Mailboxes:
                 oldest = box.deleted if box.deleted else box.updates
                 oldest.pop(next(iter(oldest)))
                 self.counters["attribute_keys_dropped"] += 1
+            box.cond.notify_all()
+            listeners = list(box.listeners)
+        for listener in listeners:
+            listener()
 
     def lease_rpc(self, device: str) -> QueuedRpc | None:
         """The oldest unexpired RPC, taken out of the queue but not yet delivered (see :meth:`confirm_rpc`)."""
@@ -187,15 +192,21 @@ class Mailboxes:
             self._delivered(self._box(device), rpc)
 
     def return_rpc(self, device: str, rpc: QueuedRpc) -> None:
-        """``rpc`` did not reach the device: first in line again (unless it has expired meanwhile)."""
+        """``rpc`` did not reach the device: first in line again (unless it has expired meanwhile),
+        and whoever waits for the device is woken."""
         with self._lock:
             box = self._box(device)
             if rpc.expires <= time.monotonic():
                 self.counters["rpc_expired"] += 1
-            elif len(box.rpcs) >= self.max_queued_rpc:
+                return
+            if len(box.rpcs) >= self.max_queued_rpc:
                 self.counters["rpc_dropped"] += 1  # the oldest goes when full, as in put_rpc
-            else:
-                box.rpcs.appendleft(rpc)
+                return
+            box.rpcs.appendleft(rpc)
+            box.cond.notify_all()
+            listeners = list(box.listeners)
+        for listener in listeners:
+            listener()
 
     def take_reply_slot(self, device: str, request_id: int) -> bool:
         """True (once) when ``request_id`` was delivered to ``device`` and is still waiting for a reply."""

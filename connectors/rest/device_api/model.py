@@ -18,6 +18,9 @@ DEFAULT_OBSERVE_CHECK_SECONDS = 120
 DEFAULT_MAX_OBSERVATIONS = 10_000
 DEFAULT_COAP_MAX_PAYLOAD = 65_000
 DEFAULT_COAP_MAX_CONCURRENT = 256
+#: RFC 7252 §4.8 transmission parameters of the gateway's own confirmable messages
+DEFAULT_COAP_ACK_TIMEOUT = 2.0
+DEFAULT_COAP_MAX_RETRANSMIT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class CoapConfig:
     max_observations: int = DEFAULT_MAX_OBSERVATIONS
     max_payload_bytes: int = DEFAULT_COAP_MAX_PAYLOAD
     max_concurrent_requests: int = DEFAULT_COAP_MAX_CONCURRENT
+    ack_timeout_seconds: float = DEFAULT_COAP_ACK_TIMEOUT
+    max_retransmit: int = DEFAULT_COAP_MAX_RETRANSMIT
     rate_limit: CoapRateLimit = CoapRateLimit()
 
 

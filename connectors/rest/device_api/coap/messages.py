@@ -1,5 +1,6 @@
-"""CoAP messages of the device API: responses and error codes, query parameters, Block2 slices, and
-attribute updates split to fit one datagram."""
+"""CoAP messages of the device API: responses and error codes, query parameters, Block2 slices,
+attribute updates split to fit one datagram, and the transmission parameters of the gateway's own
+confirmable messages."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from typing import Any
 
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.constants import TransportTuning
 from aiocoap.optiontypes import BlockOption
 
 from connectors.rest.device_api.operations import NotFound, Unauthorized, Unavailable, UpstreamTimeout
@@ -20,6 +22,18 @@ ACCEPTED_FORMATS = (None, TEXT_FORMAT, JSON_FORMAT)
 DATAGRAM_PAYLOAD = 1024
 #: diagnostic payloads are cut to this (they must stay small next to the request)
 MAX_DIAGNOSTIC = 200
+
+
+class Transmission(TransportTuning):
+    """RFC 7252 §4.8 parameters for the CON messages the gateway sends (``ackTimeoutSeconds``,
+    ``maxRetransmit``); aiocoap retransmits each message by the parameters the message carries.
+    ``reliable``: True forces CON (notifications), None leaves aiocoap's choice (a response is CON
+    when its request was)."""
+
+    def __init__(self, ack_timeout: float = 2.0, max_retransmit: int = 4, reliable: bool | None = None) -> None:
+        self.ACK_TIMEOUT = ack_timeout
+        self.MAX_RETRANSMIT = max_retransmit
+        self.reliability = reliable
 
 
 def encode_json(value: Any) -> bytes:
@@ -120,8 +134,8 @@ def split_update(update: dict[str, Any], limit: int = DATAGRAM_PAYLOAD) -> list[
     """An attribute update as flat maps that each encode within ``limit`` bytes, keys in order.
 
     A device applies each notification as a change, so several smaller ones leave it in the same
-    state as one large one. A single key too large for ``limit`` goes alone (the datagram is larger
-    then; the network may still fragment it) - it cannot be split without changing its value.
+    state as one large one. A single key too large for ``limit`` goes alone - it cannot be split
+    without changing its value - and is then sent block-wise (blocks.py).
     """
     if len(encode_json(update)) <= limit:
         return [update]

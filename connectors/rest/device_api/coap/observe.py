@@ -5,7 +5,8 @@ Notifications are confirmable and sent one at a time: an RPC counts as delivered
 acknowledged it, and the next goes only then. When a notification is reset or never acknowledged,
 aiocoap ends the exchange (cancelling the task); what it carried goes back to the device's mailbox
 for the next observer or poll. An idle observation gets a check notification every
-``observeCheckSeconds``, so a device that went away silently is found and dropped.
+``observeCheckSeconds``, so a device that went away silently is found and dropped. A notification
+larger than its block size goes block-wise (blocks.py).
 """
 from __future__ import annotations
 
@@ -15,16 +16,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiocoap import Message, Reliable, Unreliable
+from aiocoap import Message, Unreliable
 from aiocoap.numbers.codes import Code
 
 from connectors.rest.device_api.coap.acks import AckWatch
-from connectors.rest.device_api.coap.messages import JSON_FORMAT, encode_json, split_update
+from connectors.rest.device_api.coap.blocks import NotificationBlocks, Transfer, block_key
+from connectors.rest.device_api.coap.messages import (
+    JSON_FORMAT,
+    Transmission,
+    block_size_exp,
+    encode_json,
+    split_update,
+)
 from connectors.rest.device_api.mailbox import Mailboxes, QueuedRpc
 
-#: what a notification waits for its ACK at most (aiocoap gives up after ~93 s: MAX_TRANSMIT_WAIT)
-ACK_WAIT_SECONDS = 100.0
-_RELIABLE, _UNRELIABLE = Reliable(), Unreliable()
+#: what a notification waits for its ACK beyond MAX_TRANSMIT_WAIT, when aiocoap gives up (93 s by default)
+ACK_WAIT_MARGIN_SECONDS = 7.0
+_UNRELIABLE = Unreliable()
 
 
 class TooManyObservations(Exception):
@@ -101,10 +109,19 @@ class NotificationLost(Exception):
 class Notifier:
     """Sends one observation's responses into its aiocoap pipe, numbering them."""
 
-    def __init__(self, pipe: Any, observation: Observation, acks: AckWatch) -> None:
+    def __init__(self, pipe: Any, observation: Observation, acks: AckWatch,
+                 transmission: Transmission | None = None, blocks: NotificationBlocks | None = None) -> None:
         self.pipe = pipe
         self.observation = observation
         self.acks = acks
+        self.blocks = blocks if blocks is not None else NotificationBlocks()
+        self.size_exp = block_size_exp(pipe.request)  # the device's Block2 size, if it asked for one
+        self.block_key = block_key(pipe.request)  # what the device's requests for the next blocks match
+        self.transmission = transmission or Transmission(reliable=True)
+        # the first and the last response: CON when the observe request was, as any response
+        self.response_transmission = Transmission(self.transmission.ACK_TIMEOUT, self.transmission.MAX_RETRANSMIT)
+        self.ack_wait = self.transmission.MAX_TRANSMIT_WAIT + ACK_WAIT_MARGIN_SECONDS
+        self.unacknowledged = False  # aiocoap ended the exchange while a notification awaited its ACK
 
     def alive(self) -> bool:
         """False once aiocoap ended the exchange (a cancel on the same token, RST, retransmissions
@@ -115,6 +132,7 @@ class Notifier:
     def first(self, message: Message) -> None:
         """The response to the observe request itself (Observe 0, piggybacked when it is quick)."""
         message.opt.observe = 0
+        message.transport_tuning = self.response_transmission
         self.pipe.add_response(message, is_last=False)
 
     async def notify(self, message: Message) -> None:
@@ -123,24 +141,48 @@ class Notifier:
             raise NotificationLost(reset=True)
         self.observation.number = (self.observation.number + 1) & 0xFFFFFF
         message.opt.observe = self.observation.number
-        message.transport_tuning = _RELIABLE
+        message.transport_tuning = self.transmission
         self.pipe.add_response(message, is_last=False)
         acked = self.acks.expect(message)
         try:
-            if not await asyncio.wait_for(acked, ACK_WAIT_SECONDS):
+            if not await asyncio.wait_for(acked, self.ack_wait):
                 raise NotificationLost(reset=True)
         except TimeoutError:
             raise NotificationLost(reset=False) from None
+        except asyncio.CancelledError:  # aiocoap gave up after its retransmissions and ended the exchange
+            self.unacknowledged = True
+            raise
         finally:
             self.acks.forget(message)
+
+    async def attributes(self, update: dict[str, Any], first: bool = False) -> None:
+        """Send ``update`` (as the ``first`` response, or as a notification), block-wise when it is
+        larger than a block; returns once the device has all of it, else raises NotificationLost."""
+        payload = encode_json(update)
+        transfer: Transfer | None = None
+        if len(payload) > 2 ** (self.size_exp + 4):
+            transfer = self.blocks.start(self.block_key, payload, self.size_exp)
+            message = transfer.block(0)
+        else:
+            message = Message(code=Code.CONTENT, payload=payload, content_format=JSON_FORMAT)
+        try:
+            if first:
+                self.first(message)
+            else:
+                await self.notify(message)
+            if transfer is not None and not await self.blocks.fetched(
+                    transfer, self.ack_wait, lambda: bool(self.observation.ended_by)):
+                raise NotificationLost(reset=False)  # the device stopped fetching blocks, or was replaced
+        finally:
+            if transfer is not None:
+                self.blocks.end(self.block_key, transfer)
 
     def last(self, code: Code, reliable: bool = True) -> None:
         """End the observation with a final response without Observe (2.02 when replaced or cancelled)."""
         if not self.alive():
             return
         message = Message(code=code)
-        if not reliable:
-            message.transport_tuning = _UNRELIABLE
+        message.transport_tuning = self.response_transmission if reliable else _UNRELIABLE
         self.pipe.add_response(message, is_last=True)
 
 
@@ -169,9 +211,7 @@ async def serve_attributes(notifier: Notifier, mailboxes: Mailboxes, first: dict
     """Attribute notifications until the observation ends: ``first`` (split to fit datagrams) as the
     response, then every update as it arrives; what was not acknowledged goes back to the mailbox."""
     observation = notifier.observation
-    chunks = split_update(first)
-    notifier.first(_attributes(chunks[0]))
-    await _send_chunks(notifier, mailboxes, chunks[1:])
+    await _send_chunks(notifier, mailboxes, split_update(first), first=True)
     while notifier.alive():
         if observation.ended_by:
             notifier.last(Code.DELETED)
@@ -181,13 +221,16 @@ async def serve_attributes(notifier: Notifier, mailboxes: Mailboxes, first: dict
             await _send_chunks(notifier, mailboxes, split_update(update))
             continue
         if not await wait_for_work(observation, check_seconds):
-            await notifier.notify(_attributes({}))  # the check: is anyone still there?
+            await notifier.attributes({})  # the check: is anyone still there?
 
 
-async def _send_chunks(notifier: Notifier, mailboxes: Mailboxes, chunks: list[dict[str, Any]]) -> None:
+async def _send_chunks(notifier: Notifier, mailboxes: Mailboxes, chunks: list[dict[str, Any]],
+                       first: bool = False) -> None:
+    """``chunks`` one after the other (the first as the observe response when ``first``); what was
+    not delivered goes back to the mailbox."""
     for index, chunk in enumerate(chunks):
         try:
-            await notifier.notify(_attributes(chunk))
+            await notifier.attributes(chunk, first=first and index == 0)
             notifier.observation.delivered += 1
         except BaseException:
             rest: dict[str, Any] = {}
@@ -198,10 +241,6 @@ async def _send_chunks(notifier: Notifier, mailboxes: Mailboxes, chunks: list[di
                     rest["deleted"] = deleted
             mailboxes.restore_attributes(notifier.observation.device, rest)
             raise
-
-
-def _attributes(update: dict[str, Any]) -> Message:
-    return Message(code=Code.CONTENT, payload=encode_json(update), content_format=JSON_FORMAT)
 
 
 async def serve_rpc(notifier: Notifier, mailboxes: Mailboxes, check_seconds: float) -> None:
@@ -247,9 +286,16 @@ async def observe(observations: Observations, notifier: Notifier, mailboxes: Mai
     try:
         await serve()
     except NotificationLost as lost:
-        observations.dropped += 1
-        if not lost.reset:
-            notifier.last(Code.SERVICE_UNAVAILABLE, reliable=False)
+        if observation.ended_by:  # replaced or cancelled while the device fetched blocks
+            notifier.last(Code.DELETED)
+        else:
+            observations.dropped += 1
+            if not lost.reset:
+                notifier.last(Code.SERVICE_UNAVAILABLE, reliable=False)
+    except asyncio.CancelledError:
+        if notifier.unacknowledged:
+            observations.dropped += 1
+        raise
     finally:
         mailboxes.remove_listener(observation.device, listener)
         observations.remove(observation)

@@ -20,9 +20,11 @@ from aiocoap.numbers.codes import Code
 
 from connectors.rest.device_api.coap.acks import AckWatch
 from connectors.rest.device_api.coap.batcher import StoreBatcher
+from connectors.rest.device_api.coap.blocks import NotificationBlocks
 from connectors.rest.device_api.coap.fastpath import FastPosts
 from connectors.rest.device_api.coap.messages import (
     ACCEPTED_FORMATS,
+    Transmission,
     block_of,
     block_size_exp,
     diagnostic,
@@ -70,6 +72,10 @@ class CoapSite:
         self.acks: AckWatch | None = None  # set once the aiocoap context exists
         self.block1 = Block1Spool()
         self.block2 = Block2Cache()  # answers larger than a datagram, served block by block
+        self.notification_blocks = NotificationBlocks()  # the same for notifications (blocks.py)
+        # CON messages the gateway sends: separate responses (CON when the request was) and notifications
+        self.responses = Transmission(config.ack_timeout_seconds, config.max_retransmit)
+        self.notifications = Transmission(config.ack_timeout_seconds, config.max_retransmit, reliable=True)
         self.counters = {"coap_requests": 0, "coap_rate_limited": 0, "coap_busy": 0, "coap_unparsable": 0,
                          "coap_fast_posts": 0}
         self.fast = FastPosts(api, self.batcher, self.limiter, self.counters, config.max_payload_bytes, log)
@@ -101,6 +107,7 @@ class CoapSite:
         if response is not None:
             if request.opt.uri_path == _PROVISION:  # no valid token: answered with no more than received
                 response = no_larger(response, request)
+            response.transport_tuning = self.responses
             pipe.add_response(response, is_last=True)
 
     async def _route(self, pipe: Any, request: Message) -> Message | None:
@@ -181,6 +188,9 @@ class CoapSite:
             return await self._observe(pipe, request, device, "attributes", params)
         if request.opt.observe == 1:
             return self._deregister(request, device, "attributes")
+        block = self.notification_blocks.serve(request)  # the rest of a block-wise notification
+        if block is not None:
+            return block
 
         async def answer() -> Message:
             values = await self._run(self.ops.request_attributes, device, params.get("clientKeys", []),
@@ -209,7 +219,7 @@ class CoapSite:
             pipe.add_response(diagnostic(Code.SERVICE_UNAVAILABLE, f"{self.config.max_observations} observations "
                                          f"are active (maxObservations)", max_age=30), is_last=True)
             return None
-        notifier = Notifier(pipe, observation, self.acks)
+        notifier = Notifier(pipe, observation, self.acks, self.notifications, self.notification_blocks)
         mailboxes = self.api.mailboxes
         check = float(self.config.observe_check_seconds)
         if kind == "rpc":
@@ -299,6 +309,7 @@ class CoapSite:
                 "coap_observations_refused": self.observations.refused,
                 "coap_observations_replaced": self.observations.replaced,
                 "coap_observations_dropped": self.observations.dropped,
+                "coap_blockwise_notifications": self.notification_blocks.sent,
                 "coap_store_batches": self.batcher.batches, "coap_rate_limited_addresses": len(self.limiter)}
 
     def close(self) -> None:
