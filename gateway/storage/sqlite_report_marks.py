@@ -1,0 +1,70 @@
+"""The ``report_marks`` table of the SQLite storage: reportStrategy state written in the events' transaction.
+
+:class:`MarkTable` runs its statements on the connection and inside the transaction the storage gives it,
+so a mark (the last value reported for a device and key, see :mod:`gateway.report_marks`) is committed
+exactly when the event carrying that value is. Per scope at most ``max_keys`` marks are kept: a key
+reported again moves to the newest place, and beyond the bound the least recently reported go first.
+The number per scope is tracked in memory (read once at open) so the bound costs a statement only when
+it is passed; like the receipts' counts, they change only once the transaction commits.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from gateway.report_marks import ReportMark
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS report_marks (seq INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, "
+    "device TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, sent_at REAL NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS report_marks_by_key ON report_marks(scope, device, kind, key)",
+)
+_DELETE_KEY = "DELETE FROM report_marks WHERE scope = ? AND device = ? AND kind = ? AND key = ?"
+_INSERT = "INSERT INTO report_marks(scope, device, kind, key, value, sent_at) VALUES (?, ?, ?, ?, ?, ?)"
+_EVICT = ("DELETE FROM report_marks WHERE seq IN "
+          "(SELECT seq FROM report_marks WHERE scope = ? ORDER BY seq LIMIT ?)")
+_COUNTS = "SELECT scope, count(*) FROM report_marks GROUP BY scope"
+_READ = "SELECT device, kind, key, value, sent_at FROM report_marks WHERE scope = ? ORDER BY seq"
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Create the table and its index if missing."""
+    for statement in SCHEMA:
+        conn.execute(statement)
+
+
+def read(conn: sqlite3.Connection, scope: str) -> list[ReportMark]:
+    """Every mark of ``scope``, the least recently reported first."""
+    return [ReportMark(scope, device, kind, key, value, sent_at)
+            for device, kind, key, value, sent_at in conn.execute(_READ, (scope,))]
+
+
+class MarkTable:
+    """Writes marks in the caller's transaction; its counts change only when that commit succeeds."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}  # marks per scope, as committed
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        """Count what is stored (at open, and after a failed transaction)."""
+        self.counts = dict(conn.execute(_COUNTS).fetchall())
+
+    def write(self, conn: sqlite3.Connection, marks: Sequence[ReportMark]) -> dict[str, int]:
+        """Store ``marks`` (a key stored before is replaced and becomes the newest), evicting beyond each
+        scope's ``max_keys``. Runs inside the caller's open transaction; returns the counts to
+        :meth:`committed` after COMMIT."""
+        counts = dict(self.counts)
+        for mark in marks:
+            replaced = conn.execute(_DELETE_KEY, (mark.scope, mark.device, mark.kind, mark.key)).rowcount
+            conn.execute(_INSERT, (mark.scope, mark.device, mark.kind, mark.key, mark.value, mark.sent_at))
+            count = counts.get(mark.scope, 0) + (0 if replaced else 1)
+            excess = count - max(mark.max_keys, 1)
+            if excess > 0:
+                conn.execute(_EVICT, (mark.scope, excess))
+                count -= excess
+            counts[mark.scope] = count
+        return counts
+
+    def committed(self, counts: dict[str, int]) -> None:
+        """The transaction of :meth:`write` committed: its counts are the stored ones."""
+        self.counts = counts
