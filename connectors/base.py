@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from converters.model import ConvertedData
 from gateway.receipts import Receipt
+from gateway.report_marks import ReportMark
 
 
 class UplinkUnavailable(Exception):
@@ -42,11 +43,17 @@ ApplyReload = Callable[[], None]
 class Uplink(Protocol):
     """What a connector may call on the gateway."""
 
-    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None,
+             marks: Sequence[ReportMark] = ()) -> None:
         """Store ``data`` durably; return only once it is stored. Raises :class:`UplinkUnavailable`.
 
-        ``receipt`` (the answer to an Idempotency-Key request) is stored with the data, atomically.
+        ``receipt`` (the answer to an Idempotency-Key request) is stored with the data, atomically;
+        so are ``marks`` (reportStrategy state, see :mod:`gateway.report_marks`) where the storage keeps them.
         """
+        ...
+
+    def report_marks(self, scope: str) -> list[ReportMark]:
+        """The reportStrategy marks stored in ``scope`` (none with memory storage). Raises UplinkUnavailable."""
         ...
 
     def find_receipt(self, scope: str, key: str) -> Receipt | None:

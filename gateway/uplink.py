@@ -10,6 +10,7 @@ from converters.model import ConvertedData
 from gateway.northbound.records import encode_text as _encode
 from gateway.rate_limit import RateLimited, RequestRateLimit, TokenBuckets
 from gateway.receipts import Receipt
+from gateway.report_marks import ReportMark
 from gateway.statistics.counting import ConnectorCounts
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull
 
@@ -76,7 +77,8 @@ class GatewayUplink:
         # and benchmarks may pass a northbound without one
         self._notify_stored = getattr(northbound, "notify_stored", None) or _nothing
 
-    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None,
+             marks: Sequence[ReportMark] = ()) -> None:
         payloads = [encode_record(item) for item in data]
         if self._limit is not None:
             try:
@@ -87,7 +89,9 @@ class GatewayUplink:
                     f"the gateway-wide limit of {limit.requests:g} requests per {limit.per_seconds:g} s "
                     f"(burst {limit.capacity}, storage.rateLimit) is reached", exc.retry_after) from None
         try:
-            if receipt is None:
+            if marks:
+                self.storage.put(payloads, receipt, marks)
+            elif receipt is None:
                 self.storage.put(payloads)
             else:
                 self.storage.put(payloads, receipt)
@@ -105,6 +109,12 @@ class GatewayUplink:
             return self.storage.find_receipt(scope, key, time.time())
         except StorageFailure as exc:
             raise UplinkUnavailable(f"storage cannot be read ({exc}); retry later", self.retry_after) from None
+
+    def report_marks(self, scope: str) -> list[ReportMark]:
+        try:
+            return self.storage.report_marks(scope)
+        except StorageFailure as exc:
+            raise UplinkUnavailable(f"storage cannot be read ({exc})", self.retry_after) from None
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)
@@ -152,10 +162,11 @@ class ConnectorUplink:
         # in-process tests and benchmarks may pass a northbound without activity tracking
         self._posted = getattr(shared.northbound, "device_posted", None)
 
-    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None,
+             marks: Sequence[ReportMark] = ()) -> None:
         counts = self.counts
         try:
-            self.shared.send(data, receipt)
+            self.shared.send(data, receipt, marks)
         except Exception:
             if counts is not None:
                 counts.refused(data)
@@ -183,3 +194,6 @@ class ConnectorUplink:
 
     def find_receipt(self, scope: str, key: str) -> Receipt | None:
         return self.shared.find_receipt(scope, key)
+
+    def report_marks(self, scope: str) -> list[ReportMark]:
+        return self.shared.report_marks(scope)

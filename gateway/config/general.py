@@ -119,6 +119,7 @@ def _thingsboard(data: dict, file: str, problems: Problems, env: Mapping[str, st
         min_reconnect_delay=min_delay, max_reconnect_delay=max_delay,
         send_linger_ms=float(_get(data, "sendLingerMs", (int, float), _TB.send_linger_ms)),
         device_activity=_device_activity(_obj(data.get("checkingDeviceActivity"))),
+        report_strategy=_obj(data.get("reportStrategy")) or None,
         **credentials,
     )
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.rate_limit import RequestRateLimit
 
@@ -53,6 +54,8 @@ class ThingsBoardConfig:
     max_reconnect_delay: float = 60.0
     send_linger_ms: float = 5.0  # under load, publishes of stored events at least this far apart
     device_activity: DeviceActivityConfig = field(default_factory=DeviceActivityConfig)
+    #: ``reportStrategy`` as written (checked by the schema): the default of connectors and mappings without one
+    report_strategy: dict[str, Any] | None = None
 
     def __repr__(self) -> str:  # never print secrets
         return f"ThingsBoardConfig(host={self.host!r}, port={self.port}, protocol={self.protocol!r})"
