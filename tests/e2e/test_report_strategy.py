@@ -7,6 +7,8 @@ from typing import Any
 
 import requests
 
+from tests.e2e.test_reload import sighup, wait_outcome, write_rest
+
 REST = {"host": "127.0.0.1", "mapping": [{
     "endpoint": "/r", "reportStrategy": {"type": "ON_CHANGE"},
     "converter": {"type": "json", "deviceNameExpression": "${name}",
@@ -109,3 +111,21 @@ def test_gateway_and_connector_level_strategies(make_daemon, mqtt_subscriber) ->
         post(gateway_only, "/a", name="GG", t=t)
     post(gateway_only, "/a", name="END2", t=0)
     assert reported(mqtt_subscriber, "GG", "END2") == [{"t": 1.0, "all": 1.0}, {"all": 1.0}]  # the gateway's
+
+
+def test_a_reload_applies_the_connector_level_strategy_and_keeps_the_state(make_daemon, mqtt_subscriber) -> None:
+    converter = {"type": "json", "deviceNameExpression": "${name}",
+                 "timeseries": [{"type": "double", "key": "t", "value": "${t}"}]}
+    before = {"server": {"host": "127.0.0.1"},
+              "mapping": [{"endpoint": "/r", "reportStrategy": {"type": "ON_CHANGE"}, "converter": converter}]}
+    gw = make_daemon(before)
+    post(gw, "/r", name="L", t=1)
+    write_rest(gw, {"server": {"host": "127.0.0.1"},
+                    "reportStrategy": {"type": "ON_CHANGE_OR_REPORT_PERIOD", "reportPeriod": 600000},
+                    "mapping": [{"endpoint": "/r", "converter": converter}]})
+    sighup(gw)
+    wait_outcome(gw, "applied", 1)
+    post(gw, "/r", name="L", t=1)  # the new strategy read the last value sent from the storage
+    post(gw, "/r", name="L", t=2)
+    post(gw, "/r", name="END", t=0)
+    assert reported(mqtt_subscriber, "L") == [{"t": 1.0}, {"t": 2.0}]
