@@ -56,6 +56,10 @@ class Uplink(Protocol):
         """The reportStrategy marks stored in ``scope`` (none with memory storage). Raises UplinkUnavailable."""
         ...
 
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete the marks of ``keys`` ((kind, key) pairs) of every device in ``scope``. Raises UplinkUnavailable."""
+        ...
+
     def find_receipt(self, scope: str, key: str) -> Receipt | None:
         """The unexpired receipt stored with earlier data for ``key`` in ``scope``, if any."""
         ...

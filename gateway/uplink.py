@@ -116,6 +116,12 @@ class GatewayUplink:
         except StorageFailure as exc:
             raise UplinkUnavailable(f"storage cannot be read ({exc})", self.retry_after) from None
 
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        try:
+            self.storage.forget_report_marks(scope, keys)
+        except StorageFailure as exc:
+            raise UplinkUnavailable(f"storage cannot write ({exc})", self.retry_after) from None
+
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)
 
@@ -197,3 +203,6 @@ class ConnectorUplink:
 
     def report_marks(self, scope: str) -> list[ReportMark]:
         return self.shared.report_marks(scope)
+
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        self.shared.forget_report_marks(scope, keys)

@@ -17,7 +17,7 @@ from connectors.rest.body_encoding import BodyEncodingError, decode_body
 from connectors.rest.idempotency import Claim, IdempotencyKeys
 from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping
-from connectors.rest.report_strategy import ReportFilter, Strategy, Update, mapping_strategies
+from connectors.rest.report_strategy import MappingStrategies, ReportFilter, Strategy, Update, mapping_strategies
 from connectors.rest.request_data import BadRequestData, read_request
 from connectors.rest.response_waits import Closed, ResponseWaits
 from connectors.rest.responses import configured_response, error_response, json_bytes_response, json_response
@@ -46,9 +46,9 @@ class MappingHandler:
         self.log = logger
         self.report_default = report_default
         strategies = mapping_strategies(mapping.report_strategy, mapping.converter.raw, report_default)
-        self.report = None if strategies.trivial else ReportFilter(strategies, scope=report_scope or mapping.endpoint)
-        if self.report is not None:
-            self._load_report_state(self.report)
+        scope = report_scope or mapping.endpoint
+        self.report = None if strategies.trivial else ReportFilter(strategies, scope=scope)
+        self._take_stored_state(strategies, scope)
         self._auth = endpoint_authenticator(mapping.security)
         self._keys = IdempotencyKeys(mapping.idempotency, mapping.endpoint, uplink) if mapping.idempotency else None
         limit = mapping.rate_limit
@@ -66,16 +66,24 @@ class MappingHandler:
             self._auth = old._auth
         if old.mapping.rate_limit == self.mapping.rate_limit:
             self._limit = old._limit
-        if old.report is not None and self.report is not None and old.report.strategies == self.report.strategies:
-            self.report = old.report
+        if old.report is not None and self.report is not None:
+            self.report.adopt(old.report)
 
-    def _load_report_state(self, report: ReportFilter) -> None:
-        """Take the reportStrategy state an earlier run stored; without it every key starts unknown."""
+    def _take_stored_state(self, strategies: MappingStrategies, scope: str) -> None:
+        """Take the reportStrategy state an earlier run (or configuration) stored, and delete that of
+        keys now sent as received (ON_RECEIVED records nothing, so it would be stale if the strategy
+        changed back). Without it every key starts unknown: its next value is sent."""
         try:
-            report.load(self.uplink.report_marks(report.scope))
+            marks = self.uplink.report_marks(scope)
+            stale = {(m.kind, m.key) for m in marks if not strategies.records(m.kind, m.key)}
+            if stale:
+                self.uplink.forget_report_marks(scope, sorted(stale))
         except UplinkUnavailable as exc:
             self.log.warning("%s: reportStrategy state not read (%s); the next value of every key is sent",
                              self.mapping.endpoint, exc.reason)
+            return
+        if self.report is not None:
+            self.report.load(m for m in marks if (m.kind, m.key) not in stale)
 
     def __call__(self, request: Request, path_vars: dict[str, Any]) -> Response:
         if not self.response.has_unsuccessful:

@@ -79,6 +79,15 @@ class MappingStrategies:
         """True when every value is sent as received (nothing to decide, no state)."""
         return self.default.type == "ON_RECEIVED" and not self.attributes and not self.timeseries
 
+    def of(self, kind: str, key: str) -> Strategy:
+        """The strategy of ``key`` in ``kind`` ("attributes" or "timeseries")."""
+        return (self.attributes if kind == "attributes" else self.timeseries).get(key, self.default)
+
+    def records(self, kind: str, key: str) -> bool:
+        """Whether a value of ``key`` sent now is recorded: not with ON_RECEIVED, which keeps no state
+        (a value it sends makes any earlier state of that key stale)."""
+        return self.of(kind, key).type != "ON_RECEIVED"
+
 
 def mapping_strategies(entry_strategy: Any, converter: dict[str, Any],
                        inherited: Strategy | None = None) -> MappingStrategies:
@@ -130,6 +139,14 @@ class ReportFilter:
         self._devices = [threading.Lock() for _ in range(_STRIPES)]
         self._last: OrderedDict[StateKey, tuple[str, float]] = OrderedDict()
         self.counts = {"sent": 0, "left_out": 0, "forgotten": 0, "loaded": 0}
+
+    def adopt(self, old: ReportFilter) -> None:
+        """Over a reload, share ``old``'s state and device locks (requests still running on ``old`` keep
+        both in step), forgetting the keys these strategies send as received."""
+        with old._lock:
+            self._lock, self._devices, self._last, self.counts = old._lock, old._devices, old._last, old.counts
+            for state_key in [k for k in self._last if not self.strategies.records(k[1], k[2])]:
+                del self._last[state_key]
 
     def load(self, marks: Iterable[ReportMark]) -> None:
         """Take the state stored by an earlier run (least recently reported first)."""

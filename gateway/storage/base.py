@@ -55,6 +55,10 @@ class EventStorage(ABC):
         """The marks stored in ``scope``, least recently reported first; a backend that keeps none has none."""
         return []
 
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete the marks of ``keys`` ((kind, key) pairs, every device) in ``scope``; none kept, none to delete."""
+        return None
+
     @abstractmethod
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest events, in order, without removing them."""

@@ -182,6 +182,23 @@ class SqliteStorage(EventStorage):
             except sqlite3.Error as exc:
                 raise StorageFailure(f"cannot read reportStrategy state from {self._path}: {exc}") from exc
 
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete those marks at once (not fsynced: a later commit that is makes it durable with it)."""
+        if not keys:
+            return
+        with self._read_lock:
+            self._check_open()
+            conn = self._reader
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                forgotten = sqlite_report_marks.forget(conn, scope, keys)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise StorageFailure(f"cannot delete reportStrategy state from {self._path}: {exc}") from exc
+        if forgotten:
+            self._marks.recount = True
+
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest committed events, in order, without removing them."""
         return self.peek_after(0, limit)

@@ -25,6 +25,7 @@ _EVICT = ("DELETE FROM report_marks WHERE seq IN "
           "(SELECT seq FROM report_marks WHERE scope = ? ORDER BY seq LIMIT ?)")
 _COUNTS = "SELECT scope, count(*) FROM report_marks GROUP BY scope"
 _READ = "SELECT device, kind, key, value, sent_at FROM report_marks WHERE scope = ? ORDER BY seq"
+_FORGET_KEY = "DELETE FROM report_marks WHERE scope = ? AND kind = ? AND key = ?"
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -39,11 +40,18 @@ def read(conn: sqlite3.Connection, scope: str) -> list[ReportMark]:
             for device, kind, key, value, sent_at in conn.execute(_READ, (scope,))]
 
 
+def forget(conn: sqlite3.Connection, scope: str, keys: Sequence[tuple[str, str]]) -> int:
+    """Delete the marks of ``keys`` (kind, key) of every device in ``scope`` in the caller's transaction;
+    returns how many went."""
+    return sum(conn.execute(_FORGET_KEY, (scope, kind, key)).rowcount for kind, key in keys)
+
+
 class MarkTable:
     """Writes marks in the caller's transaction; its counts change only when that commit succeeds."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}  # marks per scope, as committed
+        self.recount = False  # marks were deleted outside a write: count again before the next one
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Count what is stored (at open, and after a failed transaction)."""
@@ -53,6 +61,9 @@ class MarkTable:
         """Store ``marks`` (a key stored before is replaced and becomes the newest), evicting beyond each
         scope's ``max_keys``. Runs inside the caller's open transaction; returns the counts to
         :meth:`committed` after COMMIT."""
+        if self.recount:
+            self.recount = False
+            self.load(conn)
         counts = dict(self.counts)
         for mark in marks:
             replaced = conn.execute(_DELETE_KEY, (mark.scope, mark.device, mark.kind, mark.key)).rowcount

@@ -131,3 +131,24 @@ def test_a_reload_applies_the_connector_level_strategy_and_keeps_the_state(make_
     post(gw, "/r", name="L", t=2)
     post(gw, "/r", name="END", t=0)
     assert reported(mqtt_subscriber, "L") == [{"t": 1.0}, {"t": 2.0}]
+
+
+def test_values_sent_as_received_make_the_stored_state_stale(make_daemon, mqtt_subscriber) -> None:
+    """ON_CHANGE, then ON_RECEIVED (which records nothing), then ON_CHANGE again: the value the state
+    held from the first period is a change again, since ThingsBoard got another one meanwhile."""
+    converter = {"type": "json", "deviceNameExpression": "${name}",
+                 "timeseries": [{"type": "double", "key": "t", "value": "${t}"}]}
+
+    def rest(strategy: str) -> dict[str, Any]:
+        return {"server": {"host": "127.0.0.1"}, "reportStrategy": {"type": strategy},
+                "mapping": [{"endpoint": "/r", "converter": converter}]}
+
+    gw = make_daemon(rest("ON_CHANGE"))
+    post(gw, "/r", name="S", t=1)
+    for applied, strategy in enumerate(("ON_RECEIVED", "ON_CHANGE"), start=1):
+        write_rest(gw, rest(strategy))
+        sighup(gw)
+        wait_outcome(gw, "applied", applied)
+        post(gw, "/r", name="S", t=2 if strategy == "ON_RECEIVED" else 1)
+    post(gw, "/r", name="END", t=0)
+    assert reported(mqtt_subscriber, "S") == [{"t": 1.0}, {"t": 2.0}, {"t": 1.0}]

@@ -80,3 +80,16 @@ def test_marks_survive_a_reopen_and_stay_bounded_per_scope(tmp_path) -> None:
         assert [key for key, _, _ in stored(storage)] == ["k2", "k0", "k3"]
     finally:
         storage.close()
+
+
+def test_forgotten_keys_go_for_every_device_and_the_bound_is_counted_again(tmp_path) -> None:
+    storage = SqliteStorage(str(tmp_path / "events.db"), SizeLimits(1000, 1 << 30))
+    try:
+        storage.put([b"x"], None, [mark("t", device="A", max_keys=3), mark("t", device="B", max_keys=3),
+                                   mark("h", device="A", max_keys=3)])
+        storage.forget_report_marks("rest/r", [("timeseries", "t"), ("attributes", "h")])
+        assert stored(storage) == [("h", "int:1", 1000.0)]  # h is a timeseries key: kept
+        storage.put([b"x"], None, [mark("a", max_keys=3), mark("b", max_keys=3)])  # 3 now: none evicted
+        assert [key for key, _, _ in stored(storage)] == ["h", "a", "b"]
+    finally:
+        storage.close()

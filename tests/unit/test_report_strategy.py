@@ -146,3 +146,14 @@ def test_requests_of_one_device_are_decided_and_stored_in_turn() -> None:
     one.join(10)
     two.join(10)
     assert results == [{"t": 1}, {}]  # the second saw the first's value as sent: no double report
+
+
+def test_a_reload_shares_the_state_and_forgets_keys_now_sent_as_received() -> None:
+    old = ReportFilter(mapping_strategies({"type": "ON_CHANGE"}, {}))
+    assert sent(old, message(t=1, h=1)) == ({"fw": "1"}, {"t": 1, "h": 1})
+    new = ReportFilter(mapping_strategies({"type": "ON_CHANGE"}, {"timeseries": [
+        {"key": "h", "reportStrategy": {"type": "ON_RECEIVED"}}]}))
+    new.adopt(old)
+    assert new.stats()["tracked_keys"] == 2  # fw and t; h is sent as received now
+    assert sent(old, message(t=2)) == ({}, {"t": 2})  # a request still running on the old filter...
+    assert sent(new, message(t=2)) == ({}, {})  # ...is known to the new one
