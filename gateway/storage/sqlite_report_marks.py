@@ -4,7 +4,9 @@
 so a mark (the last value reported for a device and key, see :mod:`gateway.report_marks`) is committed
 exactly when the event carrying that value is. Per scope at most ``max_keys`` marks are kept: a key
 reported again moves to the newest place, and beyond the bound the least recently reported go first.
-The number per scope is tracked in memory (read once at open) so the bound costs a statement only when
+The marks of a commit are written per scope by two statements run over them (delete the keys'
+rows, whose count says how many were replaced; insert them anew, with the highest ``seq``). The
+number per scope is tracked in memory (read once at open) so the bound costs a statement only when
 it is passed; like the receipts' counts, they change only once the transaction commits.
 """
 from __future__ import annotations
@@ -64,16 +66,19 @@ class MarkTable:
         if self.recount:
             self.recount = False
             self.load(conn)
+        by_scope: dict[str, dict[tuple[str, str, str], ReportMark]] = {}
+        for mark in marks:  # one row per key: the last mark of a key written twice in this commit
+            by_scope.setdefault(mark.scope, {})[(mark.device, mark.kind, mark.key)] = mark
         counts = dict(self.counts)
-        for mark in marks:
-            replaced = conn.execute(_DELETE_KEY, (mark.scope, mark.device, mark.kind, mark.key)).rowcount
-            conn.execute(_INSERT, (mark.scope, mark.device, mark.kind, mark.key, mark.value, mark.sent_at))
-            count = counts.get(mark.scope, 0) + (0 if replaced else 1)
-            excess = count - max(mark.max_keys, 1)
+        for scope, latest in by_scope.items():
+            replaced = conn.executemany(_DELETE_KEY, [(scope, *key) for key in latest]).rowcount
+            conn.executemany(_INSERT, [(scope, m.device, m.kind, m.key, m.value, m.sent_at) for m in latest.values()])
+            count = counts.get(scope, 0) + len(latest) - max(replaced, 0)
+            excess = count - max(next(iter(latest.values())).max_keys, 1)
             if excess > 0:
-                conn.execute(_EVICT, (mark.scope, excess))
+                conn.execute(_EVICT, (scope, excess))
                 count -= excess
-            counts[mark.scope] = count
+            counts[scope] = count
         return counts
 
     def committed(self, counts: dict[str, int]) -> None:

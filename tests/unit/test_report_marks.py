@@ -93,3 +93,8 @@ def test_forgotten_keys_go_for_every_device_and_the_bound_is_counted_again(tmp_p
         assert [key for key, _, _ in stored(storage)] == ["h", "a", "b"]
     finally:
         storage.close()
+
+
+def test_a_key_marked_twice_in_one_commit_keeps_the_last(sqlite_storage) -> None:
+    sqlite_storage.put([b"a"], None, [mark("t", "int:1"), mark("t", "int:2", sent_at=2000.0)])
+    assert stored(sqlite_storage) == [("t", "int:2", 2000.0)]
