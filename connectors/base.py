@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from converters.model import ConvertedData
 from gateway.receipts import Receipt
+from gateway.report_marks import ReportMark
 
 
 class UplinkUnavailable(Exception):
@@ -42,10 +43,12 @@ ApplyReload = Callable[[], None]
 class Uplink(Protocol):
     """What a connector may call on the gateway."""
 
-    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None,
+             marks: Sequence[ReportMark] = ()) -> None:
         """Store ``data`` durably; return only once it is stored. Raises :class:`UplinkUnavailable`.
 
-        ``receipt`` (the answer to an Idempotency-Key request) is stored with the data, atomically.
+        ``receipt`` (the answer to an Idempotency-Key request) is stored with the data, atomically;
+        so are ``marks`` (reportStrategy state, see :mod:`gateway.report_marks`) where the storage keeps them.
         """
         ...
 
@@ -57,6 +60,14 @@ class Uplink(Protocol):
         Raises :class:`UplinkUnavailable` (nothing stored) as ``send`` does, and ValueError before any
         token is taken when an item cannot be encoded.
         """
+        ...
+
+    def report_marks(self, scope: str) -> list[ReportMark]:
+        """The reportStrategy marks stored in ``scope`` (none with memory storage). Raises UplinkUnavailable."""
+        ...
+
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete the marks of ``keys`` ((kind, key) pairs) of every device in ``scope``. Raises UplinkUnavailable."""
         ...
 
     def find_receipt(self, scope: str, key: str) -> Receipt | None:

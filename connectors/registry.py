@@ -42,6 +42,7 @@ class ConnectorContext:
     logger: logging.Logger  # "connectors.<type>.<name>"
     state_dir: str  # a folder of its own for state kept across restarts (may not exist yet)
     metrics: bool = False  # count requests for the admin listener's /metrics (off: no per-request cost)
+    report_strategy: dict[str, Any] | None = None  # gateway.yaml thingsboard.reportStrategy: the default
 
 
 def _no_lines(config: Any) -> list[str]:

@@ -90,7 +90,8 @@ class Daemon:
             uplinks[entry.name] = self.uplink.for_connector(entry.name, counts)
             self.connectors.append(kind.create(ConnectorContext(
                 entry.name, config, uplinks[entry.name], extension_paths,
-                logging.getLogger(f"connectors.{entry.type}.{entry.name}"), own_dir, metrics=cfg.admin.enabled)))
+                logging.getLogger(f"connectors.{entry.type}.{entry.name}"), own_dir, metrics=cfg.admin.enabled,
+                report_strategy=cfg.thingsboard.report_strategy)))
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
         self.northbound.set_gateway_rpc_handler(GatewayRpc(self.northbound, uplinks, self.storage.count,
                                                            self.request_restart, log))

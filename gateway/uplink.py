@@ -10,6 +10,7 @@ from converters.model import ConvertedData
 from gateway.northbound.records import encode_text as _encode
 from gateway.rate_limit import RateLimited, RequestRateLimit, TokenBuckets
 from gateway.receipts import Receipt
+from gateway.report_marks import ReportMark
 from gateway.statistics.counting import ConnectorCounts
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull
 
@@ -76,14 +77,15 @@ class GatewayUplink:
         # and benchmarks may pass a northbound without one
         self._notify_stored = getattr(northbound, "notify_stored", None) or _nothing
 
-    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None,
+             marks: Sequence[ReportMark] = ()) -> None:
         payloads = [encode_record(item) for item in data]
         if self._limit is not None:
             try:
                 self._limit.take()
             except RateLimited as exc:
                 raise self._limited(exc.retry_after) from None
-        self._put(payloads, receipt)
+        self._put(payloads, receipt, marks)
 
     def send_each(self, data: Sequence[ConvertedData]) -> list[UplinkRateLimited | None]:
         """See :meth:`connectors.base.Uplink.send_each`: one commit, one rate-limit token per item;
@@ -97,7 +99,7 @@ class GatewayUplink:
                 outcomes[taken:] = [refused] * (len(payloads) - taken)
                 payloads = payloads[:taken]
         if payloads:
-            self._put(payloads, None)
+            self._put(payloads, None, ())
         return outcomes
 
     def _limited(self, retry_after: int) -> UplinkRateLimited:
@@ -106,9 +108,11 @@ class GatewayUplink:
         return UplinkRateLimited(f"the gateway-wide limit of {limit.requests:g} requests per {limit.per_seconds:g} s "
                                  f"(burst {limit.capacity}, storage.rateLimit) is reached", retry_after)
 
-    def _put(self, payloads: list[bytes], receipt: Receipt | None) -> None:
+    def _put(self, payloads: list[bytes], receipt: Receipt | None, marks: Sequence[ReportMark]) -> None:
         try:
-            if receipt is None:
+            if marks:
+                self.storage.put(payloads, receipt, marks)
+            elif receipt is None:
                 self.storage.put(payloads)
             else:
                 self.storage.put(payloads, receipt)
@@ -126,6 +130,18 @@ class GatewayUplink:
             return self.storage.find_receipt(scope, key, time.time())
         except StorageFailure as exc:
             raise UplinkUnavailable(f"storage cannot be read ({exc}); retry later", self.retry_after) from None
+
+    def report_marks(self, scope: str) -> list[ReportMark]:
+        try:
+            return self.storage.report_marks(scope)
+        except StorageFailure as exc:
+            raise UplinkUnavailable(f"storage cannot be read ({exc})", self.retry_after) from None
+
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        try:
+            self.storage.forget_report_marks(scope, keys)
+        except StorageFailure as exc:
+            raise UplinkUnavailable(f"storage cannot write ({exc})", self.retry_after) from None
 
     def publish_rpc_reply(self, device: str, request_id: int, data: Any) -> None:
         self.northbound.publish_rpc_reply(device, request_id, data)
@@ -173,10 +189,11 @@ class ConnectorUplink:
         # in-process tests and benchmarks may pass a northbound without activity tracking
         self._posted = getattr(shared.northbound, "device_posted", None)
 
-    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None) -> None:
+    def send(self, data: Sequence[ConvertedData], receipt: Receipt | None = None,
+             marks: Sequence[ReportMark] = ()) -> None:
         counts = self.counts
         try:
-            self.shared.send(data, receipt)
+            self.shared.send(data, receipt, marks)
         except Exception:
             if counts is not None:
                 counts.refused(data)
@@ -222,3 +239,9 @@ class ConnectorUplink:
 
     def find_receipt(self, scope: str, key: str) -> Receipt | None:
         return self.shared.find_receipt(scope, key)
+
+    def report_marks(self, scope: str) -> list[ReportMark]:
+        return self.shared.report_marks(scope)
+
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        self.shared.forget_report_marks(scope, keys)

@@ -100,7 +100,8 @@ def rest_config_from_data(data: Any, file: str, problems: Problems,
     config = RestConfig(file=file, format=fmt, server=server, mappings=mappings,
                         attribute_updates=sections["attributeUpdates"],
                         server_side_rpc=sections["serverSideRpc"],
-                        attribute_requests=sections["attributeRequests"], device_api=device_api)
+                        attribute_requests=sections["attributeRequests"], device_api=device_api,
+                        report_strategy=_obj(data.get("reportStrategy")) or None)
     check_rest_config(config, server_ptr, down_ptr, problems, extension_paths)
     return None if problems.errors else config
 

@@ -23,6 +23,7 @@ from connectors.rest.handler import MappingHandler
 from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import RestConfig
 from connectors.rest.reload_checks import restart_only_changes
+from connectors.rest.report_strategy import inherited_strategy
 from connectors.rest.response_waits import ResponseWaits
 from connectors.rest.server import HttpServer
 from converters.loader import load_converter
@@ -35,9 +36,13 @@ class RestConnector(Connector):
 
     def __init__(self, name: str, config: RestConfig, uplink: Uplink,
                  extension_paths: Sequence[str] = (), logger: logging.Logger | None = None,
-                 state_dir: str | None = None, metrics: bool = False) -> None:
-        """``metrics``: count requests by endpoint (for the admin /metrics; off costs nothing per request)."""
+                 state_dir: str | None = None, metrics: bool = False,
+                 report_strategy: dict[str, Any] | None = None) -> None:
+        """``metrics``: count requests by endpoint (for the admin /metrics; off costs nothing per request);
+        ``report_strategy``: the gateway's reportStrategy (gateway.yaml), for mappings and a rest.json
+        without their own."""
         super().__init__(name, config, uplink)
+        self._gateway_report_strategy = report_strategy
         self.log = logger or logging.getLogger(f"connectors.rest.{name}")
         self.request_metrics = RequestMetrics() if metrics else None
         waiting = any(mapping.response.expected for mapping in config.mappings)
@@ -79,12 +84,13 @@ class RestConnector(Connector):
         running = [h for by_method in previous.values() for h in by_method.values()
                    if isinstance(h, MappingHandler)] if same_folders else []
         handlers: dict[str, dict[str, RequestHandler]] = {}
+        inherited = inherited_strategy(config.report_strategy, self._gateway_report_strategy)
         for mapping in config.mappings:
-            handler = next((h for h in running if h.mapping == mapping), None)
+            handler = next((h for h in running if h.mapping == mapping and h.report_default == inherited), None)
             if handler is None:
                 converter = load_converter(mapping.converter, extension_paths, self.log)
                 handler = MappingHandler(mapping, converter, self.uplink, self.log, self.request_metrics,
-                                         self.response_waits)
+                                         self.response_waits, inherited, f"{self.name}{mapping.endpoint}")
                 before = previous.get(mapping.endpoint, {})
                 old = next((h for m in mapping.methods if isinstance(h := before.get(m), MappingHandler)), None)
                 if old is not None:

@@ -6,6 +6,7 @@ the answer waits for ThingsBoard to set ``responseAttribute`` on the device (see
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Any
 
 from flask import Response
@@ -16,7 +17,7 @@ from connectors.rest.body_encoding import BodyEncodingError, decode_body
 from connectors.rest.idempotency import Claim, IdempotencyKeys
 from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping
-from connectors.rest.report_strategy import ReportFilter, mapping_strategies
+from connectors.rest.report_strategy import MappingStrategies, ReportFilter, Strategy, Update, mapping_strategies
 from connectors.rest.request_data import BadRequestData, read_request
 from connectors.rest.response_waits import Closed, ResponseWaits
 from connectors.rest.responses import configured_response, error_response, json_bytes_response, json_response
@@ -31,8 +32,11 @@ class MappingHandler:
     """The request handler of one ``mapping`` entry (one endpoint and its methods)."""
 
     def __init__(self, mapping: Mapping, converter: Converter, uplink: Uplink, logger: logging.Logger,
-                 metrics: RequestMetrics | None = None, waits: ResponseWaits | None = None) -> None:
-        """``waits`` is required when the mapping has ``response.responseExpected``."""
+                 metrics: RequestMetrics | None = None, waits: ResponseWaits | None = None,
+                 report_default: Strategy | None = None, report_scope: str = "") -> None:
+        """``waits`` is required when the mapping has ``response.responseExpected``. ``report_default``:
+        the reportStrategy of a mapping without its own (the connector's or the gateway's);
+        ``report_scope``: the name its reportStrategy state is stored under (survives a restart)."""
         self.mapping = mapping
         self.metrics = metrics
         self.response = mapping.response
@@ -40,8 +44,11 @@ class MappingHandler:
         self.converter = converter
         self.uplink = uplink
         self.log = logger
-        strategies = mapping_strategies(mapping.report_strategy, mapping.converter.raw)
-        self.report = None if strategies.trivial else ReportFilter(strategies)
+        self.report_default = report_default
+        strategies = mapping_strategies(mapping.report_strategy, mapping.converter.raw, report_default)
+        scope = report_scope or mapping.endpoint
+        self.report = None if strategies.trivial else ReportFilter(strategies, scope=scope)
+        self._take_stored_state(strategies, scope)
         self._auth = endpoint_authenticator(mapping.security)
         self._keys = IdempotencyKeys(mapping.idempotency, mapping.endpoint, uplink) if mapping.idempotency else None
         limit = mapping.rate_limit
@@ -59,8 +66,24 @@ class MappingHandler:
             self._auth = old._auth
         if old.mapping.rate_limit == self.mapping.rate_limit:
             self._limit = old._limit
-        if old.report is not None and self.report is not None and old.report.strategies == self.report.strategies:
-            self.report = old.report
+        if old.report is not None and self.report is not None:
+            self.report.adopt(old.report)
+
+    def _take_stored_state(self, strategies: MappingStrategies, scope: str) -> None:
+        """Take the reportStrategy state an earlier run (or configuration) stored, and delete that of
+        keys now sent as received (ON_RECEIVED records nothing, so it would be stale if the strategy
+        changed back). Without it every key starts unknown: its next value is sent."""
+        try:
+            marks = self.uplink.report_marks(scope)
+            stale = {(m.kind, m.key) for m in marks if not strategies.records(m.kind, m.key)}
+            if stale:
+                self.uplink.forget_report_marks(scope, sorted(stale))
+        except UplinkUnavailable as exc:
+            self.log.warning("%s: reportStrategy state not read (%s); the next value of every key is sent",
+                             self.mapping.endpoint, exc.reason)
+            return
+        if self.report is not None:
+            self.report.load(m for m in marks if (m.kind, m.key) not in stale)
 
     def __call__(self, request: Request, path_vars: dict[str, Any]) -> Response:
         if not self.response.has_unsuccessful:
@@ -140,17 +163,27 @@ class MappingHandler:
             refused = self._take(*devices)
             if refused is not None:
                 return refused
-        reported = self.report.apply(converted) if self.report is not None else None
         if self.waits is not None:
-            return self._store_and_wait(converted, reported)
+            return self._store_and_wait(converted)
+        if self.report is None:
+            return self._store(converted, None, claim, body)
+        with self.report.holding([item.device_name for item in converted]):  # a device's requests in turn
+            return self._store(converted, self.report.apply(converted), claim, body)
+
+    def _store(self, converted: list[ConvertedData], reported: list[Update] | None, claim: Claim | None,
+               body: bytes) -> Response:
+        """Store what is left of ``converted`` (with the receipt and reportStrategy marks) and answer."""
         to_store = [item for item in converted if not item.is_empty()]
         answer = self._success(converted, len(to_store))
         if to_store:
+            receipt = self._keys.receipt(claim, answer) if claim is not None else None  # type: ignore[union-attr]
             try:
-                if claim is None:
+                if reported:
+                    self.uplink.send(to_store, receipt, self.report.marks(reported))  # type: ignore[union-attr]
+                elif receipt is None:
                     self.uplink.send(to_store)
                 else:  # the answer is stored with the data, for a retry with the same Idempotency-Key
-                    self.uplink.send(to_store, self._keys.receipt(claim, answer))  # type: ignore[union-attr]
+                    self.uplink.send(to_store, receipt)
             except UplinkRateLimited as exc:
                 return too_many(exc.reason, exc.retry_after)
             except UplinkUnavailable as exc:
@@ -170,11 +203,10 @@ class MappingHandler:
             return json_bytes_response(200, b'{"stored":%d}' % stored)  # the common answer, pre-encoded
         return json_response(200, _success_body(converted, stored))
 
-    def _store_and_wait(self, converted: list[ConvertedData], reported: list | None) -> Response:
+    def _store_and_wait(self, converted: list[ConvertedData]) -> Response:
         """Store with ``responseExpected: true`` on the first message's device, then wait for its answer."""
         assert self.waits is not None
         first = converted[0]
-        first.attributes["responseExpected"] = True  # as the reference sends it: the rule chain's cue
         try:
             waiter = self.waits.open(first.device_name, self.response.attribute)
         except Closed:
@@ -182,20 +214,17 @@ class MappingHandler:
         if waiter is None:
             return error_response(503, f"too many requests are waiting for ThingsBoard's answer "
                                   f"(maxWaitingResponses {self.waits.limit}); retry later", {"Retry-After": "1"})
-        to_store = [item for item in converted if not item.is_empty()]
-        try:
-            self.uplink.send(to_store)
-        except UplinkRateLimited as exc:
-            self.waits.cancel(waiter)
-            return too_many(exc.reason, exc.retry_after)
-        except UplinkUnavailable as exc:
-            self.waits.cancel(waiter)
-            return error_response(503, f"data not accepted: {exc.reason}", {"Retry-After": str(exc.retry_after)})
-        except ValueError as exc:
-            self.waits.cancel(waiter)
-            return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
-        if reported:
-            self.report.commit(reported)  # type: ignore[union-attr]
+        guard = self.report.holding([item.device_name for item in converted]) if self.report else nullcontext()
+        with guard:  # held while deciding and storing, never while waiting
+            reported = self.report.apply(converted) if self.report is not None else None
+            first.attributes["responseExpected"] = True  # as the reference sends it: the rule chain's cue
+            to_store = [item for item in converted if not item.is_empty()]
+            refused = self._send_or_refuse(to_store, reported)
+            if refused is not None:
+                self.waits.cancel(waiter)
+                return refused
+            if reported:
+                self.report.commit(reported)  # type: ignore[union-attr]
         try:
             value = self.waits.wait(waiter, self.response.timeout)
         except TimeoutError:
@@ -206,6 +235,21 @@ class MappingHandler:
             return error_response(503, "the data is stored, but the gateway is stopping before ThingsBoard "
                                   "answered", {"Retry-After": "5"}, stored=len(to_store))
         return configured_response(200, value)
+
+    def _send_or_refuse(self, to_store: list[ConvertedData], reported: list[Update] | None) -> Response | None:
+        """Store ``to_store`` with its reportStrategy marks: None once stored, else the refusal."""
+        try:
+            if reported:
+                self.uplink.send(to_store, None, self.report.marks(reported))  # type: ignore[union-attr]
+            else:
+                self.uplink.send(to_store)
+        except UplinkRateLimited as exc:
+            return too_many(exc.reason, exc.retry_after)
+        except UplinkUnavailable as exc:
+            return error_response(503, f"data not accepted: {exc.reason}", {"Retry-After": str(exc.retry_after)})
+        except ValueError as exc:
+            return error_response(400, f"converted data cannot be sent to ThingsBoard: {exc}")
+        return None
 
     def _refused(self, reason: str, message: str, body: bytes) -> Response:
         """400 for data that cannot be converted, counted by ``reason`` for the metrics."""

@@ -121,6 +121,7 @@ class RestConfig:
     server_side_rpc: tuple[dict[str, Any], ...] = ()
     attribute_requests: tuple[dict[str, Any], ...] = ()
     device_api: DeviceApiConfig | None = None  # the optional ThingsBoard HTTP device API (deviceApi)
+    report_strategy: dict[str, Any] | None = None  # the connector's reportStrategy (top level), as written
 
 
 def normalise_methods(entry: dict[str, Any], keys: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:

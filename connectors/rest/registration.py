@@ -14,7 +14,8 @@ def _create(context: ConnectorContext) -> Connector:
     from connectors.rest.connector import RestConnector  # Flask and waitress only when serving
 
     return RestConnector(context.name, context.config, context.uplink, context.extension_paths,
-                         context.logger, state_dir=context.state_dir, metrics=context.metrics)
+                         context.logger, state_dir=context.state_dir, metrics=context.metrics,
+                         report_strategy=context.report_strategy)
 
 
 def _describe(config: RestConfig) -> str:

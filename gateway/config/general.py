@@ -120,6 +120,7 @@ def _thingsboard(data: dict, file: str, problems: Problems, env: Mapping[str, st
         send_linger_ms=float(_get(data, "sendLingerMs", (int, float), _TB.send_linger_ms)),
         device_activity=_device_activity(_obj(data.get("checkingDeviceActivity"))),
         remote_configuration=_get(data, "remoteConfiguration", bool, _TB.remote_configuration),
+        report_strategy=_obj(data.get("reportStrategy")) or None,
         **credentials,
     )
 

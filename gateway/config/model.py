@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.rate_limit import RequestRateLimit
 
@@ -55,6 +56,8 @@ class ThingsBoardConfig:
     device_activity: DeviceActivityConfig = field(default_factory=DeviceActivityConfig)
     #: remoteConfiguration: report the config to ThingsBoard and take connector/log level changes from it
     remote_configuration: bool = False
+    #: ``reportStrategy`` as written (checked by the schema): the default of connectors and mappings without one
+    report_strategy: dict[str, Any] | None = None
 
     def __repr__(self) -> str:  # never print secrets
         return f"ThingsBoardConfig(host={self.host!r}, port={self.port}, protocol={self.protocol!r})"

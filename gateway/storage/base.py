@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.receipts import Receipt
+from gateway.report_marks import ReportMark
 
 
 class StorageFull(Exception):
@@ -34,10 +35,13 @@ class EventStorage(ABC):
     """
 
     @abstractmethod
-    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None) -> None:
+    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None,
+            marks: Sequence[ReportMark] = ()) -> None:
         """Append ``payloads`` atomically (all or none). Raises StorageFull or StorageFailure.
 
         With ``receipt``, it is kept with the payloads, in the same transaction: both or neither.
+        ``marks`` (reportStrategy state, see :mod:`gateway.report_marks`) likewise, where the backend
+        keeps them.
         """
 
     def find_receipt(self, scope: str, key: str, now: float) -> Receipt | None:
@@ -45,6 +49,14 @@ class EventStorage(ABC):
 
         A backend that keeps no receipts finds none.
         """
+        return None
+
+    def report_marks(self, scope: str) -> list[ReportMark]:
+        """The marks stored in ``scope``, least recently reported first; a backend that keeps none has none."""
+        return []
+
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete the marks of ``keys`` ((kind, key) pairs, every device) in ``scope``; none kept, none to delete."""
         return None
 
     @abstractmethod

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.receipts import Receipt
+from gateway.report_marks import ReportMark
 from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 
@@ -84,8 +85,12 @@ class MemoryStorage(EventStorage):
         self._ages = AgeMarks()  # ordinals: the event ids
         self._receipts: dict[str, OrderedDict[str, Receipt]] = {}  # scope -> key -> receipt, oldest first
 
-    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None) -> None:
-        """Append all ``payloads`` or none (with ``receipt``); raises StorageFull when a limit would be passed."""
+    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None,
+            marks: Sequence[ReportMark] = ()) -> None:
+        """Append all ``payloads`` or none (with ``receipt``); raises StorageFull when a limit would be passed.
+
+        ``marks`` are not kept: nothing here survives a restart, so the connector's memory is the state.
+        """
         payloads = as_payloads(payloads)
         size = payload_size(payloads)
         if not payloads:

@@ -12,8 +12,9 @@ from itertools import starmap
 from typing import TextIO
 
 from gateway.receipts import Receipt
+from gateway.report_marks import ReportMark
 from gateway.stats import Histogram
-from gateway.storage import sqlite_receipts
+from gateway.storage import sqlite_receipts, sqlite_report_marks
 from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
@@ -50,12 +51,13 @@ class _Batch:
     finishing leader sets it to hand over, and that caller commits the batch for everyone in it.
     """
 
-    __slots__ = ("puts", "sizes", "receipts", "rejected", "failure", "done", "lead")
+    __slots__ = ("puts", "sizes", "receipts", "marks", "rejected", "failure", "done", "lead")
 
     def __init__(self) -> None:
         self.puts: list[Sequence[bytes]] = []
         self.sizes: list[int] = []
         self.receipts: list[Receipt | None] = []  # each put's receipt (Idempotency-Key), committed with it
+        self.marks: list[Sequence[ReportMark]] = []  # each put's reportStrategy marks, committed with it
         self.rejected: dict[int, str] = {}  # index of a refused put -> why (StorageFull)
         self.failure: str | None = None  # set when the transaction failed (StorageFailure)
         self.done = threading.Event()
@@ -100,6 +102,7 @@ class SqliteStorage(EventStorage):
         self.commit_latency = Histogram()  # seconds per group commit (one transaction, one fsync)
         self._ages = AgeMarks()  # ordinals: events counted in store order since open
         self._receipts = sqlite_receipts.ReceiptTable()  # the leader only, like the writer
+        self._marks = sqlite_report_marks.MarkTable()  # the leader only, like the writer
         self._head_ordinal = 0  # ordinal of the oldest stored event
         self._next_ordinal = 0
         self._lock_file = self._claim()
@@ -121,10 +124,12 @@ class SqliteStorage(EventStorage):
 
     # -- the EventStorage interface -------------------------------------------------------------
 
-    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None) -> None:
+    def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None,
+            marks: Sequence[ReportMark] = ()) -> None:
         """Append all ``payloads`` or none; returns once they are committed to disk.
 
-        ``receipt`` is committed in the same transaction (see :mod:`gateway.storage.sqlite_receipts`).
+        ``receipt`` and ``marks`` are committed in the same transaction (see :mod:`gateway.storage.sqlite_receipts`
+        and :mod:`gateway.storage.sqlite_report_marks`).
 
         Raises StorageFull when a limit would be passed and StorageFailure when the write fails or
         the storage is closed.
@@ -141,6 +146,7 @@ class SqliteStorage(EventStorage):
             batch.puts.append(payloads)
             batch.sizes.append(size)
             batch.receipts.append(receipt)
+            batch.marks.append(marks)
             lead = index == 0 and not self._committing
             if lead:
                 self._committing = True
@@ -166,6 +172,32 @@ class SqliteStorage(EventStorage):
                 return sqlite_receipts.find(self._reader, scope, key, now)
             except sqlite3.Error as exc:
                 raise StorageFailure(f"cannot read idempotency keys from {self._path}: {exc}") from exc
+
+    def report_marks(self, scope: str) -> list[ReportMark]:
+        """The committed marks of ``scope``, least recently reported first (survive a restart, like the events)."""
+        with self._read_lock:
+            self._check_open()
+            try:
+                return sqlite_report_marks.read(self._reader, scope)
+            except sqlite3.Error as exc:
+                raise StorageFailure(f"cannot read reportStrategy state from {self._path}: {exc}") from exc
+
+    def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete those marks at once (not fsynced: a later commit that is makes it durable with it)."""
+        if not keys:
+            return
+        with self._read_lock:
+            self._check_open()
+            conn = self._reader
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                forgotten = sqlite_report_marks.forget(conn, scope, keys)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise StorageFailure(f"cannot delete reportStrategy state from {self._path}: {exc}") from exc
+        if forgotten:
+            self._marks.recount = True
 
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest committed events, in order, without removing them."""
@@ -284,13 +316,15 @@ class SqliteStorage(EventStorage):
             count, size = self._count, self._size
         rows: list[bytes] = []
         receipts: list[Receipt] = []
+        marks: list[ReportMark] = []
         added = added_size = accepted = 0
-        for index, (payloads, put_size, receipt) in enumerate(zip(batch.puts, batch.sizes, batch.receipts,
-                                                                  strict=True)):
+        for index, (payloads, put_size, receipt, put_marks) in enumerate(
+                zip(batch.puts, batch.sizes, batch.receipts, batch.marks, strict=True)):
             if limits.admits(count + added, size + added_size, len(payloads), put_size):
                 rows.extend(payloads)
                 if receipt is not None:
                     receipts.append(receipt)
+                marks.extend(put_marks)
                 added += len(payloads)
                 added_size += put_size
                 accepted += 1
@@ -302,7 +336,7 @@ class SqliteStorage(EventStorage):
         if not rows:
             self._delete_trimmed()
         started = time.monotonic()
-        failure = self._commit(rows, receipts) if rows else None
+        failure = self._commit(rows, receipts, marks) if rows else None
         done = time.monotonic()
         with self._lock:
             stats = self._stats
@@ -325,8 +359,9 @@ class SqliteStorage(EventStorage):
         if rows:
             self._note_health(failure)
 
-    def _commit(self, rows: list[bytes], receipts: Sequence[Receipt] = ()) -> str | None:
-        """Insert ``rows`` and ``receipts`` (and delete what was removed meanwhile) in one transaction.
+    def _commit(self, rows: list[bytes], receipts: Sequence[Receipt] = (),
+                marks: Sequence[ReportMark] = ()) -> str | None:
+        """Insert ``rows``, ``receipts`` and ``marks`` (and delete what was removed meanwhile) in one transaction.
 
         Returns None on success, else why it failed.
         """
@@ -345,9 +380,12 @@ class SqliteStorage(EventStorage):
                 now = time.time()
                 purge = self._receipts.purge_due(now)
                 counts = self._receipts.write(conn, receipts, now)
+            mark_counts = self._marks.write(conn, marks) if marks else None
             conn.execute("COMMIT")
             if receipts:
                 self._receipts.committed(counts, now, purge)
+            if mark_counts is not None:
+                self._marks.committed(mark_counts)
             self._deleted_through = trim
             return None
         except (sqlite3.Error, StorageFailure) as exc:
@@ -425,6 +463,7 @@ class SqliteStorage(EventStorage):
             conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
             conn.execute(_SCHEMA)
             sqlite_receipts.create(conn)
+            sqlite_report_marks.create(conn)
             return conn
         except sqlite3.Error as exc:
             if conn is not None:
@@ -432,10 +471,13 @@ class SqliteStorage(EventStorage):
             raise StorageFailure(f"cannot open event storage {self._path}: {exc}") from exc
 
     def _load_receipts(self) -> None:
+        """Count the stored receipts and reportStrategy marks (their bounds are kept per scope)."""
         try:
             self._receipts.load(self._writer)
+            self._marks.load(self._writer)
         except sqlite3.Error as exc:
-            raise StorageFailure(f"cannot read idempotency keys from {self._path}: {exc}") from exc
+            raise StorageFailure(f"cannot read idempotency keys or reportStrategy state from {self._path}: "
+                                 f"{exc}") from exc
 
     def _measure(self, conn: sqlite3.Connection, after: int) -> tuple[int, int]:
         """Events with id > ``after`` and the size they count against the limits."""

@@ -23,7 +23,7 @@ REST = {"host": "127.0.0.1", "maxWaitingResponses": 3, "mapping": [
                   "unsuccessfulResponse": "no answer"}},
     {"endpoint": "/ask_short", "converter": CONVERTER,
      "response": {"responseExpected": True, "responseAttribute": "reply", "timeout": 1}},
-    {"endpoint": "/ask_quiet", "converter": CONVERTER,
+    {"endpoint": "/ask_quiet", "converter": CONVERTER, "reportStrategy": {"type": "ON_CHANGE"},
      "response": {"responseExpected": True, "responseAttribute": "reply", "timeout": 0.5,
                   "unsuccessfulResponse": {"answer": None}}},
 ]}
@@ -126,5 +126,9 @@ def test_response_expected_timeout_sends_unsuccessful_response(gateway, mqtt_sub
     mqtt_subscriber.publish("v1/gateway/attributes", {"device": "Q", "data": {"reply": "stale"}})
     again = requests.post(gateway.url("/ask_quiet"), json={"name": "Q", "t": 2}, timeout=10)
     assert again.status_code == 408
+    # with reportStrategy ON_CHANGE an unchanged value is left out, never the rule chain's cue
+    assert requests.post(gateway.url("/ask_quiet"), json={"name": "Q", "t": 2}, timeout=10).status_code == 408
+    assert mqtt_subscriber.wait_for(lambda m: _asks(m).count("Q") == 3, 15)
+    assert [entry["values"] for entry in mqtt_subscriber.telemetry_for("Q")] == [{"t": 1.0}, {"t": 2.0}]
     waits = requests.get(gateway.url("/health"), timeout=10).json()
     assert gateway.proc.poll() is None and waits["status"] == "ok"

@@ -50,6 +50,12 @@ class RecordingUplink:
     def status(self) -> dict[str, Any]:
         return {"status": "ok"}
 
+    def report_marks(self, scope: str) -> list[Any]:
+        return []  # keeps no reportStrategy state, like memory storage
+
+    def forget_report_marks(self, scope: str, keys: Any) -> None:
+        pass
+
     def reply(self, request_id: int, timeout: float = 10.0) -> Any:
         with self.cond:
             assert self.cond.wait_for(lambda: any(r[1] == request_id for r in self.replies), timeout), \

@@ -161,7 +161,7 @@ class RecordingShared:
         self.posted: list[tuple[list[str], str | None]] = []
         self.northbound = self
 
-    def send(self, data: Any, receipt: Any = None) -> None:
+    def send(self, data: Any, receipt: Any = None, marks: Any = ()) -> None:
         self.sent.extend(data)
 
     def device_posted(self, devices: list[str], connector: str | None) -> None:

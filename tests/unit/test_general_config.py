@@ -109,6 +109,20 @@ def test_rate_limits_object(tmp_path: Path) -> None:
     assert (limits.messages_per_second, limits.datapoints_per_second) == (20.0, 400.0)
 
 
+def test_report_strategy_is_the_default_of_connectors_and_is_checked(tmp_path: Path) -> None:
+    assert load_config(write_set(tmp_path / "none", GENERAL), env={}).gateway.thingsboard.report_strategy is None
+    strategy = {"type": "ON_CHANGE_OR_REPORT_PERIOD", "reportPeriod": 5000, "aggregationFunction": "SUM"}
+    general = {**GENERAL, "thingsboard": {**GENERAL["thingsboard"], "reportStrategy": strategy}}
+    loaded = load_config(write_set(tmp_path / "ok", general), env={})
+    assert loaded.gateway.thingsboard.report_strategy == strategy
+    warnings = {w.pointer: w.message for w in loaded.warnings}
+    assert "not used by rest-gateway" in warnings["/thingsboard/reportStrategy/aggregationFunction"]
+    assert not [p for p in warnings if p.endswith(("/reportStrategy", "/type", "/reportPeriod"))]
+    general["thingsboard"]["reportStrategy"] = {"type": "SOMETIMES", "reportPeriod": 0}
+    pointers = sorted(p.pointer for p in errors_of(write_set(tmp_path / "bad", general)))
+    assert pointers == ["/thingsboard/reportStrategy/reportPeriod", "/thingsboard/reportStrategy/type"]
+
+
 def test_storage_durability_defaults_to_power_and_is_validated(tmp_path: Path) -> None:
     assert load_config(write_set(tmp_path / "d", GENERAL), env={}).gateway.storage.durability == "power"
     general = {**GENERAL, "storage": {**GENERAL["storage"], "durability": "process"}}

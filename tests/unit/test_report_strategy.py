@@ -1,7 +1,9 @@
 """reportStrategy decisions (connectors/rest/report_strategy.py) on converted data, with a settable clock."""
 from __future__ import annotations
 
-from connectors.rest.report_strategy import ReportFilter, Strategy, mapping_strategies
+import threading
+
+from connectors.rest.report_strategy import ReportFilter, Strategy, inherited_strategy, mapping_strategies
 from converters.model import ConvertedData, TelemetryEntry
 
 
@@ -69,3 +71,89 @@ def test_state_is_bounded_and_a_forgotten_key_is_sent_again() -> None:
     assert report.stats()["tracked_keys"] == 4 and report.stats()["forgotten"] == 2
     assert sent(report, message("A", t=1)) == ({"fw": "1"}, {"t": 1})  # A was forgotten: sent, not lost
     assert sent(report, message("C", t=1)) == ({}, {})  # B was forgotten now, C is still known
+
+
+def test_precedence_key_over_mapping_over_converter_over_connector_over_gateway() -> None:
+    inherited = inherited_strategy({"type": "ON_CHANGE"}, {"type": "DISABLED"})
+    assert inherited == Strategy("ON_CHANGE")
+    assert inherited_strategy(None, {"type": "DISABLED", "reportPeriod": 5}) == Strategy("DISABLED", 5)
+    assert inherited_strategy(None, None) is None
+    converter = {"reportStrategy": {"type": "ON_REPORT_PERIOD"},
+                 "timeseries": [{"key": "k", "reportStrategy": {"type": "ON_RECEIVED"}}]}
+    assert mapping_strategies(None, {}, inherited).default == Strategy("ON_CHANGE")
+    assert mapping_strategies(None, converter, inherited).default == Strategy("ON_REPORT_PERIOD")
+    both = mapping_strategies({"type": "DISABLED", "aggregationFunction": "SUM"}, converter, inherited)
+    assert both.default == Strategy("DISABLED") and both.timeseries == {"k": Strategy("ON_RECEIVED")}
+
+
+def test_state_handed_to_storage_and_loaded_again_decides_as_before() -> None:
+    clock = Clock()
+    strategies = mapping_strategies(None, {"timeseries": [
+        {"key": "p", "reportStrategy": {"type": "ON_REPORT_PERIOD", "reportPeriod": 1000}}]},
+        Strategy("ON_CHANGE"))
+    first = ReportFilter(strategies, clock=clock, scope="rest/r")
+    item = message(t=1.0, o={"b": 1, "a": [True]}, p=1)
+    updates = first.apply([item])
+    marks = first.marks(updates)
+    assert {(m.scope, m.device, m.kind, m.key, m.sent_at) for m in marks} == {
+        ("rest/r", "D", "attributes", "fw", 100.0), ("rest/r", "D", "timeseries", "t", 100.0),
+        ("rest/r", "D", "timeseries", "o", 100.0), ("rest/r", "D", "timeseries", "p", 100.0)}
+    again = ReportFilter(strategies, clock=clock, scope="rest/r")  # a restart: only what was stored
+    again.load(marks)
+    clock.now += 0.5
+    assert sent(again, message(t=1.0, o={"a": [True], "b": 1}, p=2)) == ({}, {})  # same, key order aside
+    assert sent(again, message(t=1, o={"a": [True], "b": 1}, p=2)) == ({}, {"t": 1})  # 1 is not 1.0
+    clock.now += 0.5
+    assert sent(again, message(p=3)) == ({}, {"p": 3})  # the period went on from the stored send time
+    assert again.stats()["loaded"] == 4
+
+
+def test_a_clock_set_back_makes_a_period_due_instead_of_silent() -> None:
+    clock = Clock()
+    report = ReportFilter(mapping_strategies({"type": "ON_REPORT_PERIOD", "reportPeriod": 60000}, {}), clock=clock)
+    assert sent(report, message(t=1)) == ({"fw": "1"}, {"t": 1})
+    clock.now -= 3600
+    assert sent(report, message(t=2)) == ({"fw": "1"}, {"t": 2})
+
+
+def test_requests_of_one_device_are_decided_and_stored_in_turn() -> None:
+    report = ReportFilter(mapping_strategies({"type": "ON_CHANGE"}, {}))
+    inside = threading.Event()
+    release = threading.Event()
+    results: list[dict] = []
+
+    def first() -> None:
+        with report.holding(["D"]):
+            updates = report.apply([item := message(t=1)])
+            inside.set()
+            release.wait(10)  # storing, slowly
+            report.commit(updates)
+            results.append(item.telemetry[0].values)
+
+    def second() -> None:
+        with report.holding(["D", "E"]):
+            report.apply([item := message(t=1)])
+            results.append(item.telemetry[0].values)
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert inside.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(0.2)
+    assert two.is_alive()  # waiting for D's turn (holding it, this never passes however slow the box)
+    release.set()
+    one.join(10)
+    two.join(10)
+    assert results == [{"t": 1}, {}]  # the second saw the first's value as sent: no double report
+
+
+def test_a_reload_shares_the_state_and_forgets_keys_now_sent_as_received() -> None:
+    old = ReportFilter(mapping_strategies({"type": "ON_CHANGE"}, {}))
+    assert sent(old, message(t=1, h=1)) == ({"fw": "1"}, {"t": 1, "h": 1})
+    new = ReportFilter(mapping_strategies({"type": "ON_CHANGE"}, {"timeseries": [
+        {"key": "h", "reportStrategy": {"type": "ON_RECEIVED"}}]}))
+    new.adopt(old)
+    assert new.stats()["tracked_keys"] == 2  # fw and t; h is sent as received now
+    assert sent(old, message(t=2)) == ({}, {"t": 2})  # a request still running on the old filter...
+    assert sent(new, message(t=2)) == ({}, {})  # ...is known to the new one

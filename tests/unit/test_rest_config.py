@@ -353,3 +353,14 @@ def test_report_strategy_is_checked(tmp_path: Path) -> None:
     pointers = sorted(e.pointer for e in errors)
     assert pointers == ["/mapping/0/converter/timeseries/0/reportStrategy", "/mapping/0/reportStrategy/reportPeriod",
                         "/mapping/0/reportStrategy/type"], pointers
+
+
+def test_a_top_level_report_strategy_is_the_connectors_default(tmp_path: Path) -> None:
+    data = example()
+    data["reportStrategy"] = {"type": "ON_CHANGE", "aggregationFunction": "MAX"}
+    errors, warnings = problems_of(tmp_path, data)
+    assert errors == [] and [w.pointer for w in warnings if "reportStrategy" in w.pointer] == [
+        "/reportStrategy/aggregationFunction"]
+    data["reportStrategy"] = {"reportPeriod": 5}
+    errors, _ = problems_of(tmp_path, data)
+    assert [e.pointer for e in errors] == ["/reportStrategy"]
