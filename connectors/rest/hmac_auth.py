@@ -122,8 +122,9 @@ class HmacAuthenticator:
                                  f"{s.max_skew_seconds} s of difference from the gateway's clock is accepted "
                                  "(maxSkewSeconds)")
         if timestamp < self.not_before:
-            return self._refusal(f"{s.timestamp_header} is older than the gateway's start, so a replay of a request "
-                                 "accepted before it cannot be ruled out; sign the request again with the current time")
+            return self._refusal(f"{s.timestamp_header} is older than the gateway's start (or the reload that "
+                                 "changed this endpoint's security), so a replay of a request accepted before it "
+                                 "cannot be ruled out; sign the request again with the current time")
         outcome = self.replays.add(expected, timestamp + s.max_skew_seconds)
         if outcome == "seen":
             return self._refusal("replayed request: this signature was already accepted")

@@ -210,3 +210,34 @@ def test_hmac_request_captured_before_a_sigkill_is_refused_after_the_restart(mak
     temps = [entry["values"]["temp"] for entry in mqtt_subscriber.telemetry_for("SN-KILL")]
     assert set(temps) == {1.0, 2.0} and temps.count(2.0) == 1, temps  # 1.0 may be re-sent after the SIGKILL
     assert gw.stop() == 0
+
+
+def test_hmac_replays_stay_refused_over_a_reload_that_changes_security(make_daemon, mqtt_subscriber):
+    """A reload that changes the endpoint's security but not its secret keeps the replay cache."""
+    from tests.e2e.test_reload import sighup, wait_outcome, write_rest
+
+    def rest(security: dict) -> dict:
+        return {"server": {"host": "127.0.0.1", "port": 0}, "mapping": [
+            {"endpoint": "/signed", "HTTPMethods": ["POST"], "converter": SIGNED_CONVERTER,
+             "security": {"type": "hmac", "secret": DOC_SECRET, **security}}]}
+
+    gw = make_daemon(rest({}))
+    next_second()
+    ts = int(time.time())
+    body = json.dumps({"sensorName": "SN-RELOAD", "temp": 1}).encode()
+    signature = sign(body, ts).hex()
+    assert signed_post(gw, body, ts, signature).status_code == 200
+    write_rest(gw, rest({"maxSkewSeconds": 120, "replayCacheSize": 5000}))  # a shorter window: entries still hold
+    sighup(gw)
+    wait_outcome(gw, "applied", 1)
+    replay = signed_post(gw, body, ts, signature)
+    assert replay.status_code == 401 and "replayed" in replay.json()["error"], replay.text
+    write_rest(gw, rest({"maxSkewSeconds": 600}))  # a longer one outlives the entries: older stamps refused
+    sighup(gw)
+    wait_outcome(gw, "applied", 2)
+    replay = signed_post(gw, body, ts, signature)
+    assert replay.status_code == 401 and "older than the gateway's start" in replay.json()["error"], replay.text
+    fresh_at = int(time.time()) + 1
+    fresh = json.dumps({"sensorName": "SN-RELOAD", "temp": 2}).encode()
+    assert signed_post(gw, fresh, fresh_at, sign(fresh, fresh_at).hex()).status_code == 200
+    assert gw.stop() == 0
