@@ -14,6 +14,7 @@ from werkzeug.wrappers import Request
 
 from connectors.base import Uplink, UplinkRateLimited, UplinkUnavailable
 from connectors.rest.body_encoding import BodyEncodingError, decode_body
+from connectors.rest.hmac_auth import HmacAuthenticator
 from connectors.rest.idempotency import Claim, IdempotencyKeys
 from connectors.rest.metrics import RequestMetrics
 from connectors.rest.model import DEFAULT_MAX_BODY_BYTES, Mapping
@@ -64,6 +65,8 @@ class MappingHandler:
         cache, the rate limit's buckets, the reportStrategy's last values."""
         if old.mapping.security == self.mapping.security:
             self._auth = old._auth
+        elif isinstance(old._auth, HmacAuthenticator) and isinstance(self._auth, HmacAuthenticator):
+            self._auth.take_over(old._auth)
         if old.mapping.rate_limit == self.mapping.rate_limit:
             self._limit = old._limit
         if old.report is not None and self.report is not None:

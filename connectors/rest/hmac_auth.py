@@ -12,6 +12,12 @@ are remembered, so filling the cache takes the secret. The cache holds at most `
 entries; when it is full of live entries a new request is refused with 503 and ``Retry-After``
 (until the oldest entry expires) rather than forgetting one: forgetting would let that request be
 replayed (fail closed, docs/security.md).
+
+Restarts: the cache lives in memory, so a new process (or a cache replaced by a reload) cannot know
+what was accepted before it existed. It refuses every timestamp older than its own creation
+(``not_before``): a request accepted earlier carried a timestamp no newer than the moment it was
+accepted (give or take the device's clock running ahead), so its replay is refused, while a device
+that re-signs its retry with the current time gets in.
 """
 from __future__ import annotations
 
@@ -89,6 +95,8 @@ class HmacAuthenticator:
         self._prefix = settings.algorithm + "="
         self._clock = clock
         self.replays = ReplayCache(settings.replay_cache_size, clock)
+        # nothing accepted before this moment is in ``replays``: older timestamps are refused
+        self.not_before = clock()
         self._challenge = {"WWW-Authenticate": f'HMAC realm="rest-gateway", algorithm="{settings.algorithm}", '
                                                f'headers="{settings.timestamp_header} {settings.header}"'}
 
@@ -113,6 +121,10 @@ class HmacAuthenticator:
             return self._refusal(f"{s.timestamp_header} is {abs(int(offset))} s {when}; at most "
                                  f"{s.max_skew_seconds} s of difference from the gateway's clock is accepted "
                                  "(maxSkewSeconds)")
+        if timestamp < self.not_before:
+            return self._refusal(f"{s.timestamp_header} is older than the gateway's start (or the reload that "
+                                 "changed this endpoint's security), so a replay of a request accepted before it "
+                                 "cannot be ruled out; sign the request again with the current time")
         outcome = self.replays.add(expected, timestamp + s.max_skew_seconds)
         if outcome == "seen":
             return self._refusal("replayed request: this signature was already accepted")
@@ -120,6 +132,18 @@ class HmacAuthenticator:
             return Refusal(503, "too many signed requests inside the replay window (replayCacheSize); retry later",
                            {"Retry-After": str(outcome)})
         return None
+
+    def take_over(self, old: HmacAuthenticator) -> None:
+        """On a reload that changed this endpoint's ``security``, keep ``old``'s replay cache when its
+        entries still apply (same secret and algorithm); a longer ``maxSkewSeconds`` would outlive
+        them, so then timestamps from before the reload are refused instead."""
+        if (old.settings.secret, old.settings.algorithm) != (self.settings.secret, self.settings.algorithm):
+            return  # nothing signed for the old cache verifies here
+        self.replays = old.replays
+        self.replays.capacity = max(1, self.settings.replay_cache_size)
+        self.not_before = old.not_before
+        if self.settings.max_skew_seconds > old.settings.max_skew_seconds:
+            self.not_before = self._clock()
 
     def forget(self, headers: Headers, body: bytes) -> None:
         """Drop a let-in request's signature from the replay cache: it was not stored, so it may come again."""

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from gateway.config.general import ENV_HOST, ENV_PORT, ENV_TOKEN
+from gateway.config.loader import load_config
 from tests.fixtures.daemon import ROOT
 
 DEPLOY = Path(ROOT, "deploy")
@@ -139,22 +142,25 @@ def test_image_is_slim_non_root_with_config_and_data_volumes() -> None:
     assert config_copy == [["deploy/config/gateway.yaml", "deploy/config/rest.json", CONFIG_DIR + "/"]]
 
 
-def test_healthcheck_asks_the_device_port_of_the_shipped_config() -> None:
+def test_healthcheck_asks_the_admin_listener_of_the_shipped_config() -> None:
     command = healthcheck_command()
     assert command[:2] == ["python", "-c"], "no curl in python:3.11-slim: the check must be python -c"
-    url = re.search(r"http://127\.0\.0\.1:(\d+)/health", command[2])
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/[a-z]*)'", command[2])
     assert url, command
+    assert url.group(2) == "/healthz", "HEALTHCHECK must ask the admin listener's liveness probe"
+    admin = load_config(str(DEPLOY / "config" / "gateway.yaml")).gateway.admin
+    assert admin.enabled and int(url.group(1)) == admin.port, "HEALTHCHECK asks another port than the image's admin"
+    # the check runs inside the container: the admin listener must listen on its loopback
+    assert admin.host in ("127.0.0.1", "0.0.0.0"), admin.host
     image_config = json.loads((DEPLOY / "config" / "rest.json").read_text(encoding="utf-8"))
-    image_port = image_config["port"]
-    assert int(url.group(1)) == int(image_port), "HEALTHCHECK asks another port than the image's rest.json"
     exposed = [args for op, args in dockerfile_instructions() if op == "EXPOSE"]
-    assert exposed == [f"{image_port} {image_config['deviceApi']['coap']['port']}/udp"]
+    assert exposed == [f"{image_config['port']} {image_config['deviceApi']['coap']['port']}/udp"]
 
 
 def test_healthcheck_command_tells_a_live_gateway_from_a_dead_one(make_daemon) -> None:
     gw = make_daemon(json.loads(Path(ROOT, "config", "rest.json").read_text(encoding="utf-8")))
     command = healthcheck_command()
-    script = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{gw.port}", command[2])
+    script = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{gw.admin_port}", command[2])
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30).returncode == 0
     gw.kill()
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30).returncode != 0
@@ -185,7 +191,7 @@ def _docker_daemon() -> str:
     return docker
 
 
-def test_image_builds_and_checks_its_config() -> None:
+def test_image_builds_checks_its_config_and_runs_healthy() -> None:
     docker = _docker_daemon()
     tag = "rest-gateway:test"
     built = subprocess.run([docker, "build", "-f", str(DOCKERFILE), "-t", tag, ROOT],
@@ -197,3 +203,20 @@ def test_image_builds_and_checks_its_config() -> None:
     uid = subprocess.run([docker, "run", "--rm", "--entrypoint", "id", tag, "-u"], capture_output=True,
                          text=True, timeout=120)
     assert uid.returncode == 0 and uid.stdout.strip() != "0", uid.stdout + uid.stderr
+    # run it (no broker: a ThingsBoard outage keeps it live) until its own HEALTHCHECK calls it healthy;
+    # only the probe interval is shortened, the command is the image's
+    name = f"rest-gateway-test-{os.getpid()}"
+    started = subprocess.run([docker, "run", "-d", "--name", name, "--health-interval", "2s", tag],
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        deadline = time.monotonic() + 120
+        status = ""
+        while time.monotonic() < deadline and status not in ("healthy", "unhealthy"):
+            time.sleep(1)
+            status = subprocess.run([docker, "inspect", "--format", "{{.State.Health.Status}}", name],
+                                    capture_output=True, text=True, timeout=30).stdout.strip()
+        logs = subprocess.run([docker, "logs", name], capture_output=True, text=True, timeout=30)
+        assert status == "healthy", f"container health {status!r}:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
+    finally:
+        subprocess.run([docker, "rm", "-f", name], capture_output=True, timeout=120)

@@ -102,6 +102,12 @@ def sign(body: bytes, ts: int | str, secret: str = DOC_SECRET, algorithm: str = 
     return hmac.new(secret.encode(), str(ts).encode() + b"." + body, algorithm).digest()
 
 
+def next_second() -> None:
+    """Wait for the next whole second: a timestamp of the second the gateway started in is older than its
+    start, so it is refused (a replay from before the start cannot be ruled out)."""
+    time.sleep(1 - time.time() % 1)
+
+
 def signed_post(gw, body: bytes, ts: int, signature: str):
     headers = {"Content-Type": "application/json", "X-Timestamp": str(ts), "X-Signature": signature}
     return requests.post(gw.url("/signed"), data=body, headers=headers, timeout=5)
@@ -116,6 +122,7 @@ def test_hmac_current_format_doc_example_and_every_refusal(make_daemon, mqtt_sub
          "security": {"type": "bearer", "tokens": [TOKEN_A]}}]}
     gw = make_daemon(rest, start=False)
     gw.start(env={"RGW_TEST_SIGNING": DOC_SECRET})
+    next_second()
     # the documented snippet, verbatim but for the port
     script = doc_example().replace("127.0.0.1:5000", f"127.0.0.1:{gw.port}")
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
@@ -172,3 +179,65 @@ def test_hmac_current_format_doc_example_and_every_refusal(make_daemon, mqtt_sub
     assert temps == [21.5, *goods], temps
     assert gw.stop() == 0
     assert DOC_SECRET not in gw.log_text()
+
+
+def test_hmac_request_captured_before_a_sigkill_is_refused_after_the_restart(make_daemon, mqtt_subscriber):
+    """The replay cache is in memory: the restarted daemon refuses what it cannot have seen, by its timestamp."""
+    rest = {"server": {"host": "127.0.0.1", "port": 0}, "mapping": [
+        {"endpoint": "/signed", "HTTPMethods": ["POST"], "converter": SIGNED_CONVERTER,
+         "security": {"type": "hmac", "secret": DOC_SECRET}}]}
+    gw = make_daemon(rest)
+    next_second()
+    captured_at = int(time.time())
+    captured = json.dumps({"sensorName": "SN-KILL", "temp": 1}).encode()
+    signature = sign(captured, captured_at).hex()
+    assert signed_post(gw, captured, captured_at, signature).status_code == 200
+    assert "replayed" in signed_post(gw, captured, captured_at, signature).json()["error"]
+    gw.kill()
+    gw.start()
+    replay = signed_post(gw, captured, captured_at, signature)  # well inside maxSkewSeconds (300 s)
+    assert replay.status_code == 401, replay.text
+    assert replay.headers["Content-Type"].startswith("application/json")
+    assert replay.headers["WWW-Authenticate"].startswith("HMAC")
+    reason = replay.json()
+    assert reason["status"] == 401 and "older than the gateway's start" in reason["error"], reason
+    fresh_at = int(time.time()) + 1  # a device signs its retry again, with a timestamp after the start
+    fresh = json.dumps({"sensorName": "SN-KILL", "temp": 2}).encode()
+    answer = signed_post(gw, fresh, fresh_at, sign(fresh, fresh_at).hex())
+    assert answer.status_code == 200, answer.text
+    wait_until(mqtt_subscriber, lambda: 2.0 in [e["values"]["temp"] for e in mqtt_subscriber.telemetry_for("SN-KILL")],
+               timeout=15)
+    temps = [entry["values"]["temp"] for entry in mqtt_subscriber.telemetry_for("SN-KILL")]
+    assert set(temps) == {1.0, 2.0} and temps.count(2.0) == 1, temps  # 1.0 may be re-sent after the SIGKILL
+    assert gw.stop() == 0
+
+
+def test_hmac_replays_stay_refused_over_a_reload_that_changes_security(make_daemon, mqtt_subscriber):
+    """A reload that changes the endpoint's security but not its secret keeps the replay cache."""
+    from tests.e2e.test_reload import sighup, wait_outcome, write_rest
+
+    def rest(security: dict) -> dict:
+        return {"server": {"host": "127.0.0.1", "port": 0}, "mapping": [
+            {"endpoint": "/signed", "HTTPMethods": ["POST"], "converter": SIGNED_CONVERTER,
+             "security": {"type": "hmac", "secret": DOC_SECRET, **security}}]}
+
+    gw = make_daemon(rest({}))
+    next_second()
+    ts = int(time.time())
+    body = json.dumps({"sensorName": "SN-RELOAD", "temp": 1}).encode()
+    signature = sign(body, ts).hex()
+    assert signed_post(gw, body, ts, signature).status_code == 200
+    write_rest(gw, rest({"maxSkewSeconds": 120, "replayCacheSize": 5000}))  # a shorter window: entries still hold
+    sighup(gw)
+    wait_outcome(gw, "applied", 1)
+    replay = signed_post(gw, body, ts, signature)
+    assert replay.status_code == 401 and "replayed" in replay.json()["error"], replay.text
+    write_rest(gw, rest({"maxSkewSeconds": 600}))  # a longer one outlives the entries: older stamps refused
+    sighup(gw)
+    wait_outcome(gw, "applied", 2)
+    replay = signed_post(gw, body, ts, signature)
+    assert replay.status_code == 401 and "older than the gateway's start" in replay.json()["error"], replay.text
+    fresh_at = int(time.time()) + 1
+    fresh = json.dumps({"sensorName": "SN-RELOAD", "temp": 2}).encode()
+    assert signed_post(gw, fresh, fresh_at, sign(fresh, fresh_at).hex()).status_code == 200
+    assert gw.stop() == 0

@@ -25,8 +25,12 @@ class Clock:
         return self.now
 
 
-def auth(clock: Clock, **settings) -> HmacAuthenticator:
-    return HmacAuthenticator(Security(type="hmac", hmac=HmacSettings(secret=SECRET, **settings)), clock)
+def auth(clock: Clock, started: float = 3600, **settings) -> HmacAuthenticator:
+    """An authenticator made ``started`` seconds before ``clock``'s time (a gateway running that long)."""
+    now, clock.now = clock.now, clock.now - started
+    checker = HmacAuthenticator(Security(type="hmac", hmac=HmacSettings(secret=SECRET, **settings)), clock)
+    clock.now = now
+    return checker
 
 
 def headers(body: bytes, ts: int | str = NOW, algorithm: str = "sha256", encode=bytes.hex, **names: str) -> Headers:
@@ -109,3 +113,37 @@ def test_replay_cache_memory_is_bounded_with_many_keys() -> None:
     clock.now = NOW + 601
     cache.add(b"fresh", NOW + 1200)
     assert len(cache) == 1 and len(cache._heap) == 1
+
+
+def test_timestamps_older_than_the_start_are_refused_as_possible_replays() -> None:
+    """A new process has an empty cache: what an earlier one accepted is refused by its timestamp."""
+    clock = Clock()
+    before = auth(clock, started=100)
+    sent = headers(b"captured", NOW - 1)
+    assert before.refuse(sent, b"captured") is None
+    clock.now = NOW + 0.5  # restarted: the new process starts within the same second as the timestamp
+    restarted = auth(clock, started=0)
+    refusal = restarted.refuse(sent, b"captured")
+    assert refusal.status == 401 and "older than the gateway's start" in refusal.message
+    assert restarted.refuse(headers(b"same second", NOW), b"same second").status == 401  # NOW < NOW + 0.5
+    assert restarted.refuse(headers(b"re-signed", NOW + 1), b"re-signed") is None
+    assert len(restarted.replays) == 1
+
+
+def test_a_reload_keeps_the_cache_while_the_secret_stays_and_a_longer_window_refuses_older_stamps() -> None:
+    clock = Clock()
+    old = auth(clock, max_skew_seconds=60)
+    sent = headers(b"seen", NOW - 10)
+    assert old.refuse(sent, b"seen") is None
+    same_window = auth(clock, started=0, max_skew_seconds=60, replay_cache_size=7)
+    same_window.take_over(old)
+    assert "replayed" in same_window.refuse(sent, b"seen").message
+    assert same_window.replays.capacity == 7 and same_window.not_before == old.not_before
+    assert same_window.refuse(headers(b"older but fresh", NOW - 20), b"older but fresh") is None
+    longer = auth(clock, started=0, max_skew_seconds=600)  # the old entries expire 60 s after their stamps
+    longer.take_over(old)
+    clock.now += 100  # ``sent`` left the cache, yet is inside the new window
+    assert "older than the gateway's start" in longer.refuse(sent, b"seen").message
+    other = HmacAuthenticator(Security(type="hmac", hmac=HmacSettings(secret="another-secret-0123456789")), clock)
+    other.take_over(old)
+    assert other.replays is not old.replays
