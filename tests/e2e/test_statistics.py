@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import requests
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
 
-from tests.e2e.test_operations import REST
+from tests.e2e.test_operations import REST, scrape, wait_for
+from tests.fixtures.coap import RawClient, coap_rest, free_udp_port
+from tests.fixtures.daemon import free_port
 from tests.fixtures.http_target import HttpTarget
 
 PERIOD = 1  # seconds: short, so the test sees several messages quickly
@@ -80,3 +85,54 @@ def test_statistics_are_off_by_default(make_daemon, mqtt_subscriber) -> None:
     assert mqtt_subscriber.wait_for(lambda _: len(mqtt_subscriber.telemetry_for("dev0")) == 1)
     # three periods of the test above pass without a statistics message
     assert not mqtt_subscriber.wait_for(lambda _: bool(own_telemetry(mqtt_subscriber)), timeout=3 * PERIOD)
+
+
+def test_device_api_bytes_over_http_and_coap(make_daemon, mqtt_subscriber) -> None:
+    """receivedBytesFromDevices counts CoAP payloads (fast path and aiocoap's path) beside HTTP bodies;
+    allBytesSentToDevices counts a long poll's update and an RPC a CoAP observer acknowledged."""
+    token, device = "STATS_TOKEN", "Stats device"
+    port = free_udp_port()
+    rest = coap_rest(port, [{"accessToken": token, "deviceName": device}])
+    rest["port"] = str(free_port())
+    daemon = make_daemon(rest, general=STATISTICS)
+    http_body = b'{"temp": 21}'
+    assert requests.post(daemon.url(f"/api/v1/{token}/telemetry"), data=http_body, timeout=5).status_code == 200
+
+    client = RawClient(port)
+    try:
+        fast = client.build(Code.POST, f"api/v1/{token}/telemetry", b'{"temp": 22}')  # plain CON post: fast path
+        slow = client.build(Code.POST, f"api/v1/{token}/attributes", b'{"fw": "1.0"}', mtype=Type.NON)  # aiocoap
+        for message in (fast, slow):
+            client.send(message)
+            answer = client.response(message.token)
+            assert answer is not None and answer.code == Code.CREATED
+        observe = client.build(Code.GET, f"api/v1/{token}/rpc", observe=0)
+        client.send(observe)
+        assert client.response(observe.token).code == Code.VALID  # 2.03: observing
+        mqtt_subscriber.publish("v1/gateway/rpc", {"device": device, "data": {"id": 7, "method": "m", "params": 1}})
+        rpc = client.response(observe.token)
+        assert rpc is not None and json.loads(rpc.payload) == {"id": 7, "method": "m", "params": 1}
+    finally:
+        client.close()
+    poll = {}
+
+    def long_poll() -> None:
+        poll["answer"] = requests.get(daemon.url(f"/api/v1/{token}/attributes/updates?timeout=20000"), timeout=30)
+
+    waiting = threading.Thread(target=long_poll)
+    waiting.start()
+    assert wait_for(lambda: any(name == "rest_gateway_device_api_polls_waiting" and count >= 1
+                                for (name, _labels), count in scrape(daemon).items())), "the long poll never waited"
+    mqtt_subscriber.publish("v1/gateway/attributes", {"device": device, "data": {"mode": "eco"}})
+    waiting.join(30)
+    assert poll["answer"].status_code == 200 and poll["answer"].json() == {"mode": "eco"}
+
+    received = len(http_body) + len(fast.payload) + len(slow.payload)
+    sent = len(poll["answer"].content) + len(rpc.payload)
+    assert mqtt_subscriber.wait_for(
+        lambda _: total(own_telemetry(mqtt_subscriber), "receivedBytesFromDevices") >= received
+        and total(own_telemetry(mqtt_subscriber), "allBytesSentToDevices") >= sent, timeout=30), daemon.log_text()
+    messages = own_telemetry(mqtt_subscriber)
+    assert total(messages, "receivedBytesFromDevices") == received
+    assert total(messages, "allBytesSentToDevices") == sent
+

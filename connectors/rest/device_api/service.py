@@ -22,6 +22,7 @@ class DeviceApi:
                  logger: logging.Logger | None = None) -> None:
         self.config = config
         self.uplink = uplink
+        self._counts = getattr(uplink, "counts", None)  # statistics on: the connector's byte counts
         self.log = logger or logging.getLogger("connectors.rest.device_api")
         path = os.path.join(state_dir, REGISTRY_FILE) if state_dir else None
         self.registry = TokenRegistry(config.devices, path, self.log)
@@ -33,6 +34,18 @@ class DeviceApi:
 
     def count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
+
+    def received_bytes(self, size: int) -> None:
+        """``size`` bytes of a request body arrived from a device over CoAP (statistics
+        ``receivedBytesFromDevices``; the HTTP server counts its bodies itself). A no-op with statistics off."""
+        if self._counts is not None and size:
+            self._counts.received_bytes(size)
+
+    def sent_bytes(self, size: int) -> None:
+        """``size`` bytes of an attribute update or RPC reached a device (a long poll answered, a CoAP
+        notification acknowledged): statistics ``allBytesSentToDevices``. A no-op with statistics off."""
+        if self._counts is not None and size:
+            self._counts.sent_bytes(size)
 
     # ------------------------------------------------------------- downlink from ThingsBoard
 

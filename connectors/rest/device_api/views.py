@@ -148,7 +148,7 @@ class _Views:
 
         def wait() -> Response:
             update = self.api.mailboxes.wait_attributes(device.name, timeout)
-            return empty(408) if update is None else _json(200, update)
+            return empty(408) if update is None else self._delivered(_json(200, update))
 
         return self._poll(wait)
 
@@ -162,9 +162,14 @@ class _Views:
             rpc = self.api.mailboxes.wait_rpc(device.name, timeout)
             if rpc is None:
                 return empty(408)
-            return _json(200, {"id": rpc.request_id, "method": rpc.method, "params": rpc.params})
+            return self._delivered(_json(200, {"id": rpc.request_id, "method": rpc.method, "params": rpc.params}))
 
         return self._poll(wait)
+
+    def _delivered(self, response: Response) -> Response:
+        """A long poll's answer carrying an update or RPC, counted as bytes sent to the device."""
+        self.api.sent_bytes(response.content_length or 0)
+        return response
 
     def rpc_reply(self, token: str, request_id: str) -> Response:
         self.ops.rpc_reply(self.ops.device(token), request_id, self._body())

@@ -155,6 +155,7 @@ class FastPosts:
             return
         self.counters["coap_requests"] += 1
         self.counters["coap_fast_posts"] += 1
+        self.api.received_bytes(len(body))
         self.api.count(counter)
         self.recent.put(source, mid, _IN_PROGRESS)
         self.batcher.submit(converted, lambda error: self._stored(key, data, ancdata, address, error))

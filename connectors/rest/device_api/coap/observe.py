@@ -110,8 +110,11 @@ class Notifier:
     """Sends one observation's responses into its aiocoap pipe, numbering them."""
 
     def __init__(self, pipe: Any, observation: Observation, acks: AckWatch,
-                 transmission: Transmission | None = None, blocks: NotificationBlocks | None = None) -> None:
+                 transmission: Transmission | None = None, blocks: NotificationBlocks | None = None,
+                 count_sent: Callable[[int], None] | None = None) -> None:
+        """``count_sent(size)`` is told the payload size of every update or RPC the device received."""
         self.pipe = pipe
+        self.count_sent = count_sent or (lambda size: None)
         self.observation = observation
         self.acks = acks
         self.blocks = blocks if blocks is not None else NotificationBlocks()
@@ -173,6 +176,8 @@ class Notifier:
             if transfer is not None and not await self.blocks.fetched(
                     transfer, self.ack_wait, lambda: bool(self.observation.ended_by)):
                 raise NotificationLost(reset=False)  # the device stopped fetching blocks, or was replaced
+            if update:  # not the empty check notification
+                self.count_sent(len(payload))
         finally:
             if transfer is not None:
                 self.blocks.end(self.block_key, transfer)
@@ -270,6 +275,7 @@ async def _deliver_rpc(notifier: Notifier, mailboxes: Mailboxes, rpc: QueuedRpc)
         mailboxes.return_rpc(device, rpc)
         raise
     mailboxes.confirm_rpc(device, rpc)
+    notifier.count_sent(len(message.payload))
     notifier.observation.delivered += 1
 
 

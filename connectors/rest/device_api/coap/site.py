@@ -89,6 +89,7 @@ class CoapSite:
     async def render_to_pipe(self, pipe: Any) -> None:
         request = pipe.request
         self.counters["coap_requests"] += 1
+        self.api.received_bytes(len(request.payload))
         if not self.limiter.allow(_address(request.remote)):
             self.counters["coap_rate_limited"] += 1
             response = Message(code=Code.TOO_MANY_REQUESTS)
@@ -219,7 +220,8 @@ class CoapSite:
             pipe.add_response(diagnostic(Code.SERVICE_UNAVAILABLE, f"{self.config.max_observations} observations "
                                          f"are active (maxObservations)", max_age=30), is_last=True)
             return None
-        notifier = Notifier(pipe, observation, self.acks, self.notifications, self.notification_blocks)
+        notifier = Notifier(pipe, observation, self.acks, self.notifications, self.notification_blocks,
+                            self.api.sent_bytes)
         mailboxes = self.api.mailboxes
         check = float(self.config.observe_check_seconds)
         if kind == "rpc":
