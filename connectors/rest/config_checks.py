@@ -26,6 +26,7 @@ def check_rest_config(config: RestConfig, server_ptr: str, downlink_ptr: str, pr
                       extension_paths: Sequence[str] = ()) -> None:
     """Add a problem for everything in ``config`` that would fail at startup or at request time."""
     _check_tls(config, server_ptr, problems)
+    _check_connection_room(config, server_ptr, problems)
     routes: dict[tuple[str, str], str] = {}
     for mapping in config.mappings:
         _check_route(mapping.endpoint, mapping.methods, mapping.pointer, routes, problems)
@@ -102,6 +103,30 @@ def _check_device_api_paths(base_path: str, routes: dict[tuple[str, str], str], 
             reported.add(pointer)
             problems.error(join(pointer, "endpoint"), f"endpoint {endpoint!r} is under the device API's "
                            f"basePath {base_path!r}", "another path, or another deviceApi.basePath")
+
+
+def _check_connection_room(config: RestConfig, pointer: str, problems: Problems) -> None:
+    """Requests that may wait (responseExpected, device API long polls) must not fill ``connectionLimit``.
+
+    Each waiting request keeps its connection; were they allowed as many as the limit, waitress would
+    stop accepting and every other request would queue in the listen backlog until a wait ended. The
+    limit must leave room for them and for as many other requests as there are ``threads``.
+    """
+    server = config.server
+    parts = []
+    if any(mapping.response.expected for mapping in config.mappings):
+        parts.append((server.max_waiting_responses, "maxWaitingResponses"))
+    if config.device_api is not None and config.device_api.enabled:
+        parts.append((config.device_api.max_concurrent_polls, "deviceApi.maxConcurrentPolls"))
+    if not parts:
+        return
+    needed = sum(n for n, _ in parts) + server.threads
+    if server.connection_limit < needed:
+        held = " + ".join(f"{name} {n}" for n, name in parts)
+        problems.error(join(pointer, "connectionLimit"),
+                       f"connectionLimit {server.connection_limit} can be filled by waiting requests ({held}): "
+                       f"other requests would not be accepted until a wait ends",
+                       f"at least {needed} ({held} + threads {server.threads}), or lower those bounds")
 
 
 def _check_tls(config: RestConfig, pointer: str, problems: Problems) -> None:

@@ -195,10 +195,12 @@ class RestConnector(Connector):
         return parts
 
     def metrics(self) -> dict[str, Any]:
-        """Request counters, downlink relays and the device API's counters (every key of its stats())."""
+        """Request counters, downlink relays, the device API's counters (every key of its stats()) and the
+        requests waiting for ThingsBoard's answer (``responseExpected``)."""
         return {"requests": self.request_metrics.snapshot() if self.request_metrics is not None else None,
                 "downlink": self.downlink.metrics(),
                 "device_api": self._device_api_stats() if self.device_api is not None else None,
+                "response_waits": self.response_waits.stats() if self.response_waits is not None else None,
                 "client_address": self.server.forwarded.snapshot() if self.server.forwarded is not None else None}
 
     def health(self) -> dict[str, Any]:

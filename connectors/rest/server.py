@@ -92,7 +92,8 @@ class HttpServer:
         self.forwarded: ForwardedClientAddress | None = None
 
     def start(self) -> None:
-        """Bind and serve; raises OSError when the address is taken, TlsConfigError on a bad cert."""
+        """Bind and serve; raises OSError when the address is taken or the threads cannot be started,
+        TlsConfigError on a bad cert."""
         cfg = self.config
         internal = cfg.ssl
         peers = PeerRegistry() if cfg.ssl else None  # the TLS front tells who each relayed client is
@@ -101,24 +102,13 @@ class HttpServer:
             app = self.forwarded = ForwardedClientAddress(app, TrustedProxies(cfg.trusted_proxies))
         if peers is not None:
             app = RealClientAddress(app, peers)
-        self._server = create_server(
-            app,
-            host="127.0.0.1" if internal else cfg.host,
-            port=0 if internal else cfg.port,
-            threads=cfg.threads,
-            connection_limit=cfg.connection_limit,
-            channel_timeout=cfg.channel_timeout,
-            # Flask enforces maxBodySize with a JSON 413; waitress's own limit is only a backstop
-            max_request_body_size=cfg.max_body_bytes * 2 + 65536,
-            max_request_header_size=65536,
-            url_scheme="https" if cfg.ssl else "http",
-            ident="rest-gateway",
-            # with trustedProxies, ForwardedClientAddress removes them from untrusted peers itself
-            clear_untrusted_proxy_headers=not cfg.trusted_proxies,
-            expose_tracebacks=False,
-            # how often idle connections and overdue request heads are looked for
-            cleanup_interval=max(1, min(cfg.channel_timeout // 2, 30)),
-        )
+        try:
+            self._server = self._create(app, cfg, internal)
+        except RuntimeError as exc:  # threading's "can't start new thread": waitress starts them all first
+            raise OSError(f"cannot start the HTTP server's {cfg.threads} threads ({exc}): the process may not "
+                          "run that many (systemd TasksMax, a container's pids limit, ulimit -u or -v); raise "
+                          "that limit, or lower threads, maxWaitingResponses or deviceApi.maxConcurrentPolls "
+                          "(the server runs one thread per allowed wait)") from exc
         self._server.channel_class = GatewayChannel
         drop_slow_heads(self._server, cfg.channel_timeout, self.log)
         self.port = int(self._server.effective_port)
@@ -140,6 +130,28 @@ class HttpServer:
         self.log.info("REST connector listening on %s://%s:%d (threads=%d, connection limit=%d, "
                       "body limit=%d bytes)", scheme, cfg.host, self.port, cfg.threads,
                       cfg.connection_limit, cfg.max_body_bytes)
+
+    @staticmethod
+    def _create(app: Any, cfg: ServerConfig, internal: bool) -> Any:
+        """waitress's server, its worker threads all started; bound to loopback behind the TLS front."""
+        return create_server(
+            app,
+            host="127.0.0.1" if internal else cfg.host,
+            port=0 if internal else cfg.port,
+            threads=cfg.threads,
+            connection_limit=cfg.connection_limit,
+            channel_timeout=cfg.channel_timeout,
+            # Flask enforces maxBodySize with a JSON 413; waitress's own limit is only a backstop
+            max_request_body_size=cfg.max_body_bytes * 2 + 65536,
+            max_request_header_size=65536,
+            url_scheme="https" if cfg.ssl else "http",
+            ident="rest-gateway",
+            # with trustedProxies, ForwardedClientAddress removes them from untrusted peers itself
+            clear_untrusted_proxy_headers=not cfg.trusted_proxies,
+            expose_tracebacks=False,
+            # how often idle connections and overdue request heads are looked for
+            cleanup_interval=max(1, min(cfg.channel_timeout // 2, 30)),
+        )
 
     @property
     def alive(self) -> bool:

@@ -141,6 +141,26 @@ def connector_families(name: str, metrics: dict[str, Any]) -> Iterator[Metric]:
     forwarded = metrics.get("client_address")
     if forwarded is not None:
         yield from client_address_families(name, forwarded)
+    waits = metrics.get("response_waits")
+    if waits is not None:
+        yield from response_wait_families(name, waits)
+
+
+def response_wait_families(connector: str, stats: dict[str, int]) -> Iterator[Metric]:
+    """Requests waiting for ThingsBoard's answer (``response.responseExpected``), their bound and outcomes."""
+    waiting = GaugeMetricFamily(P + "response_waits", "requests waiting for ThingsBoard's answer "
+                                "(responseExpected)", labels=["connector"])
+    waiting.add_metric([connector], stats["waiting"])
+    yield waiting
+    limit = GaugeMetricFamily(P + "response_waits_limit", "maxWaitingResponses", labels=["connector"])
+    limit.add_metric([connector], stats["limit"])
+    yield limit
+    outcomes = CounterMetricFamily(P + "response_waits_outcomes", "requests that waited for ThingsBoard's answer, "
+                                   "by outcome: answered, timeouts (408) or refused (503: maxWaitingResponses "
+                                   "already waited)", labels=["connector", "outcome"])
+    for outcome in ("answered", "timeouts", "refused"):
+        outcomes.add_metric([connector, outcome], stats[outcome])
+    yield outcomes
 
 
 def client_address_families(connector: str, counts: dict[str, int]) -> Iterator[Metric]:

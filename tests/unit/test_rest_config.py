@@ -341,6 +341,26 @@ def test_response_section_is_read_and_checked(tmp_path: Path) -> None:
     assert not [w for w in warnings if "response" in w.pointer]
 
 
+def test_waiting_requests_must_not_fill_the_connection_limit(tmp_path: Path) -> None:
+    # each waiting request keeps its connection: at connectionLimit waitress stops accepting anyone
+    data = example()
+    data["mapping"][0]["response"] = {"responseExpected": True, "responseAttribute": "reply"}
+    data.update(maxWaitingResponses=100, threads=8, connectionLimit=107)
+    errors, _ = problems_of(tmp_path, data)
+    assert [e.pointer for e in errors] == ["/connectionLimit"]
+    assert "maxWaitingResponses 100" in errors[0].message and "at least 108" in errors[0].expected
+    data["deviceApi"] = {"devices": [], "maxConcurrentPolls": 50}
+    data["connectionLimit"] = 157
+    errors, _ = problems_of(tmp_path, data)
+    assert [e.pointer for e in errors] == ["/connectionLimit"]
+    assert "deviceApi.maxConcurrentPolls 50" in errors[0].message and "at least 158" in errors[0].expected
+    data["connectionLimit"] = 200
+    assert problems_of(tmp_path, data)[0] == []
+    del data["mapping"][0]["response"], data["deviceApi"]
+    data["connectionLimit"] = 5  # nothing waits: any limit will do
+    assert problems_of(tmp_path, data)[0] == []
+
+
 def test_report_strategy_is_checked(tmp_path: Path) -> None:
     data = example()
     data["mapping"][0]["reportStrategy"] = {"type": "ON_REPORT_PERIOD", "reportPeriod": 5000}
