@@ -12,7 +12,12 @@ from aiocoap import Context, Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
-from tests.fixtures.coap import RawClient, coap_rest, free_udp_port
+from tests.fixtures.coap import (
+    RawClient,
+    coap_rest,
+    free_udp_port,
+    raw_clients,  # noqa: F401 (the clients fixture)
+)
 
 TOKEN, DEVICE = "OBS_TOKEN", "Observed 1"
 DEVICES = [{"accessToken": TOKEN, "deviceName": DEVICE}]
@@ -31,19 +36,6 @@ def start(make_daemon, **coap):
 @pytest.fixture
 def gateway(make_daemon):
     return start(make_daemon)
-
-
-@pytest.fixture
-def clients(gateway):
-    made: list[RawClient] = []
-
-    def make() -> RawClient:
-        made.append(RawClient(gateway.coap_port))
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def push_attributes(subscriber, data: dict) -> None:

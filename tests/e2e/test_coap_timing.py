@@ -13,7 +13,12 @@ from aiocoap.numbers.types import Type
 from tests.e2e.test_coap_aiocoap_client import play_client_rpc_server
 from tests.e2e.test_coap_libcoap import answer_attribute_requests, wait_until
 from tests.e2e.test_coap_observe import metric
-from tests.fixtures.coap import RawClient, coap_rest, free_udp_port, quiet_message
+from tests.fixtures.coap import (
+    coap_rest,
+    free_udp_port,
+    quiet_message,
+    raw_clients,  # noqa: F401 (the clients fixture)
+)
 
 TOKEN, DEVICE = "TIMING_TOKEN", "Timing 1"
 
@@ -25,19 +30,6 @@ def gateway(make_daemon):
     gw = make_daemon(rest)
     gw.coap_port = port
     return gw
-
-
-@pytest.fixture
-def clients(gateway):
-    made: list[RawClient] = []
-
-    def make() -> RawClient:
-        made.append(RawClient(gateway.coap_port))
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def test_an_observer_that_never_acknowledges_is_dropped_and_the_next_gets_the_update(gateway, clients,

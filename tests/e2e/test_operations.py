@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fixtures.waiting import wait_for
 
 REST = {"host": "127.0.0.1", "port": "0", "mapping": [{
     "endpoint": "/sensors", "HTTPMethods": ["POST"], "security": {"type": "anonymous"},
@@ -25,15 +26,6 @@ def scrape(daemon: Any, **kwargs: Any) -> dict[tuple[str, tuple[tuple[str, str],
 
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
 
 
 def probe(daemon: Any, path: str) -> tuple[int, dict]:

@@ -9,7 +9,6 @@ sender's stall allowance, whose real value (over a minute) no test should wait o
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -36,15 +35,6 @@ def healthz(gateway: Any) -> tuple[int, dict[str, Any]]:
     port = gateway.daemon.loaded.gateway.admin.port
     answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
     return answer.status_code, answer.json()
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 def failed(body: dict[str, Any]) -> set[str]:
