@@ -32,7 +32,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench.ceiling_app import create_app as create_ceiling_app  # noqa: E402
-from bench.scenarios import ENDPOINT, SCENARIOS  # noqa: E402
+from bench.scenarios import DEVICE_API_BODY, DEVICE_API_PATH, DEVICE_TOKEN, ENDPOINT, SCENARIOS  # noqa: E402
 from connectors.rest.config import load_rest_config  # noqa: E402
 from connectors.rest.connector import RestConnector  # noqa: E402
 from gateway.statistics.counting import ConnectorCounts  # noqa: E402
@@ -51,10 +51,9 @@ class _Northbound:
         return {}
 
 
-#: the device API's telemetry request of ``--device-api``: the body bench/coap.py and bench/run.py post
-DEVICE_TOKEN = "BENCH_TOKEN_00000"
-DEVICE_PATH = f"/api/v1/{DEVICE_TOKEN}/telemetry"
-DEVICE_BODY = b'{"temperature":42.5,"humidity":73}'
+#: the device API's telemetry request of ``--device-api``: bench/run.py's devapi scenario
+DEVICE_PATH = DEVICE_API_PATH
+DEVICE_BODY = DEVICE_API_BODY.encode()
 
 
 def gateway_app(converter: dict[str, Any], storage: MemoryStorage, metrics: bool = False,
