@@ -195,10 +195,15 @@ def _plan(scenarios: list[Scenario], connections: list[int], rpc_devices: list[i
 
 
 def add_models(results: list[RunResult], limits: Limits | None, max_threads: int) -> None:
-    """Set each gateway run's model throughput from the limits and the same repetition's ceiling."""
+    """Set each gateway run's model throughput from the limits and the same repetition's ceiling.
+
+    Only for one message per request (the limits time single-record puts) and not for RPC round trips.
+    """
     ceilings = {(r.scenario, r.connections, r.pin, r.rep): http_cpu_s(r.load.rps, r.cpu_pct)
                 for r in results if r.system == "ceiling"}
     for r in results:
+        if r.messages_per_request != 1 or r.load.tool == "mqtt-rpc":
+            continue
         r.model_rps = model_for(limits, r.system, r.connections, max_threads,
                                 ceilings.get((r.scenario, r.connections, r.pin, r.rep)))
 
@@ -264,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     max_threads = args.gateway_threads or ServerConfig().threads  # a commit carries at most one put per thread
     limits: Limits | None = None
     limit_lines: list[str] = []
-    if args.limits == "on" and any(s != "ceiling" for s in systems):
+    modelled = any(s.messages_per_request == 1 and not s.rpc for s in scenarios)
+    if args.limits == "on" and modelled and any(s != "ceiling" for s in systems):
         limits = measure_limits(connections, max_threads, args.limit_fsyncs, args.limit_puts,
                                 cpus=SERVER_CPUS if any(pins) else None)
         limit_lines = describe_limits(limits, connections, max_threads)

@@ -106,6 +106,10 @@ def test_models_and_ratios_land_in_the_table() -> None:
     assert results[1].model_rps == pytest.approx(8 / 2.15e-3)
     row = next(line for line in table(results) if "gateway-sqlite" in line)
     assert "| 3,721 | 50.0% (50%–50%) |" in row  # model req/s, then measured ÷ model
+    array = [_run("array", "ceiling", 1_000), _run("array", "gateway-sqlite", 500)]
+    array[1].messages_per_request = 100  # the limits time one record per put: no model for 100
+    add_models(array, _limits(), 32)
+    assert array[1].model_rps is None
 
 
 def test_device_api_ratio_is_taken_per_repetition_and_system() -> None:
