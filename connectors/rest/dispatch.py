@@ -7,9 +7,9 @@ mapping endpoints use none of it: their handlers only need a werkzeug ``Request`
 ``Response``. So :class:`MappingDispatch` wraps ``app.wsgi_app`` (the idiomatic Flask middleware
 hook) and, for a request whose path and method a mapping handler serves, calls the handler
 directly. Everything else — other paths, a method the endpoint does not serve (405 with
-``Allow``), HEAD, redirects for slashes, ``/health``, the device API's other requests — falls through to Flask
-unchanged, so Flask stays the single source of routing and error answers. The device API's
-telemetry and attributes posts are added the same way (:meth:`MappingDispatch.add_routes`).
+``Allow``), HEAD, redirects for slashes, ``/health``, the device API's other requests — falls
+through to Flask unchanged, so Flask stays the single source of routing and error answers. The
+device API's telemetry and attributes posts are added the same way (:meth:`MappingDispatch.add_routes`).
 
 Which requests take the direct path is decided by asking Flask's own URL map, so the route chosen
 is always the one Flask would choose:
@@ -116,7 +116,8 @@ class MappingDispatch:
         ``var`` one whole path segment of the default converter, and the caller knows that no other
         route can match a path of that shape (the device API: config checks refuse mapping endpoints
         under its basePath). Such a path is then recognised by its prefix and suffix, without the
-        URL map (~8 µs per request); the first request checks each against the URL map once.
+        URL map (measured on a loaded machine: a match cost 27 µs, a whole mapping post ~105 µs); the
+        first request checks each against the URL map once.
         """
         self.routes.update(routes)
         self._labels.update(labels)
