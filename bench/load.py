@@ -10,7 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from bench.scenarios import ENDPOINT, Scenario
+from bench.scenarios import Scenario
 from bench.systems import pinned
 
 
@@ -48,7 +48,7 @@ def run_wrk(port: int, scenario: Scenario, connections: int, seconds: float, wor
         fh.write(scenario.wrk_lua())
     threads = max(1, min(threads, connections))
     command = [wrk_binary() or "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-               "--timeout", "5s", "-s", script, f"http://127.0.0.1:{port}{ENDPOINT}"]
+               "--timeout", "5s", "-s", script, f"http://127.0.0.1:{port}{scenario.path}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
                           preexec_fn=pinned(cpus), check=False)
     for line in done.stdout.splitlines():
@@ -84,7 +84,7 @@ def _client_worker(port: int, scenario: Scenario, connections: int, seconds: flo
         while time.monotonic() < deadline:
             start = time.perf_counter()
             try:
-                conn.request("POST", ENDPOINT, body=body_of(n), headers=headers)
+                conn.request("POST", scenario.path, body=body_of(n), headers=headers)
                 response = conn.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException):

@@ -30,13 +30,14 @@ class RunResult:
     drain_s: float
     cpu_pct: float  # of one core, during the measured load
     rss_mb: float  # VmHWM of the server process at the end
+    model_rps: float | None = None  # bench/limits.py: the limit this run's storage allows (None: not modelled)
 
     def as_json(self) -> dict[str, object]:
         return {"scenario": self.scenario, "connections": self.connections, "pin": self.pin, "rep": self.rep,
                 "system": self.system, "load": asdict(self.load), "rps": self.load.rps,
                 "acknowledged": self.load.acknowledged, "expected": self.expected, "delivered": self.delivered,
                 "delivery_ratio": self.delivery_ratio, "drain_s": self.drain_s, "cpu_pct": self.cpu_pct,
-                "rss_mb": self.rss_mb}
+                "rss_mb": self.rss_mb, "model_rps": self.model_rps}
 
     @property
     def expected(self) -> int:
@@ -101,7 +102,7 @@ def table(results: list[RunResult]) -> list[str]:
     header = ("| scenario | conns | pinned | system | req/s (median; rpc: RPCs/s) | msgs/s | p50 ms | p99 ms | "
               "delivered/acked (worst) | drain s | non-2xx (rpc: error replies) | socket err (rpc: no reply) | "
               "CPU % | peak RSS MB | "
-              "÷ ceiling (median, min–max) | reps |")
+              "÷ ceiling (median, min–max) | model req/s (median) | ÷ model (median, min–max) | reps |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     groups: dict[tuple[str, int, bool, str], list[RunResult]] = {}
     for r in results:
@@ -115,6 +116,9 @@ def table(results: list[RunResult]) -> list[str]:
         worst = min(deliveries) if deliveries else None
         ratio = "—" if system == "ceiling" or not ratios else (
             f"{median(ratios):.1%} ({min(ratios):.0%}–{max(ratios):.0%})")
+        models = [r.model_rps for r in runs if r.model_rps]
+        of_model = [r.load.rps / r.model_rps for r in runs if r.model_rps]
+        model_ratio = f"{median(of_model):.1%} ({min(of_model):.0%}–{max(of_model):.0%})" if of_model else "—"
         lines.append(
             f"| {scenario} | {conns} | {'yes' if pin else 'no'} | {system} | {_fmt(rps)} | "
             f"{_fmt(rps * runs[0].messages_per_request)} | {_fmt(median([r.load.p50_ms for r in runs]), 2)} | "
@@ -122,7 +126,7 @@ def table(results: list[RunResult]) -> list[str]:
             f"{_fmt(max(r.drain_s for r in runs), 1) if system != 'ceiling' else '—'} | "
             f"{sum(r.load.non_2xx for r in runs)} | {sum(r.load.socket_errors for r in runs)} | "
             f"{_fmt(median([r.cpu_pct for r in runs]))} | {_fmt(max(r.rss_mb for r in runs), 1)} | "
-            f"{ratio} | {len(runs)} |"
+            f"{ratio} | {_fmt(median(models)) if models else '—'} | {model_ratio} | {len(runs)} |"
         )
     return lines
 
@@ -149,6 +153,25 @@ def pin_ratio_table(results: list[RunResult]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def pair_ratio_table(results: list[RunResult], scenario: str, base: str, bar: float = 0.9) -> list[str]:
+    """``scenario`` req/s ÷ ``base`` req/s of the same system, connections, pinning and repetition
+    (devapi ÷ main: the device API's telemetry against the mapping endpoint on the same storage);
+    empty unless both were run."""
+    rates = {(r.scenario, r.connections, r.pin, r.system, r.rep): r.load.rps for r in results}
+    groups: dict[tuple[int, bool, str], list[float]] = {}
+    for (name, conns, pin, system, rep), rps in rates.items():
+        other = rates.get((base, conns, pin, system, rep))
+        if name == scenario and other:
+            groups.setdefault((conns, pin, system), []).append(rps / other)
+    lines = [f"| conns | pinned | system | {scenario} ÷ {base} (median, min–max; per repetition) | ≥ {bar:g} | reps |",
+             "|---|---|---|---|---|---|"]
+    for (conns, pin, system), ratios in groups.items():
+        verdict = "yes" if median(ratios) >= bar else "**no**"
+        lines.append(f"| {conns} | {'yes' if pin else 'no'} | {system} | {median(ratios):.2f} "
+                     f"({min(ratios):.2f}–{max(ratios):.2f}) | {verdict} | {len(ratios)} |")
+    return lines if len(lines) > 2 else []
+
+
 def per_run_lines(results: list[RunResult]) -> list[str]:
     """Every single run, in the order it ran (to see drift and noise)."""
     lines = ["| # | scenario | conns | pinned | rep | system | req/s | p99 ms | delivered | acked×msgs | CPU % |",
@@ -161,14 +184,18 @@ def per_run_lines(results: list[RunResult]) -> list[str]:
 
 
 def results_section(command: str, machine: list[str], results: list[RunResult], notes: list[str],
-                    label: str = "run") -> str:
+                    label: str = "run", limit_lines: list[str] | None = None) -> str:
     """The generated part of RESULTS.md (between the bench markers named ``label``)."""
     begin, end = _markers(label)
     pin_lines = pin_ratio_table(results)
     pin_part = ["Unpinned ÷ pinned (the issue asks for ≥ 70 % at 64 connections):", "", *pin_lines, ""] \
         if pin_lines else []
+    pair_lines = pair_ratio_table(results, "devapi", "main")
+    pair_part = ["Device API ÷ mapping endpoint, same system (the issue asks for ≥ 0.9):", "", *pair_lines, ""] \
+        if pair_lines else []
+    limit_part = [*limit_lines, ""] if limit_lines else []
     parts = [begin, f"## Generated: {label}", "", "Command:", "", "```", command, "```", "", "Machine:", "",
-             *machine, "", *notes, "", *table(results), "", *pin_part,
+             *machine, "", *notes, "", *table(results), "", *pin_part, *pair_part, *limit_part,
              "<details><summary>Every run in order</summary>", "",
              *per_run_lines(results), "", "</details>", end]
     return "\n".join(parts) + "\n"

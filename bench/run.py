@@ -12,10 +12,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.counter import DeliveryCounter  # noqa: E402
+from bench.limits import Limits, describe_limits, http_cpu_s, measure_limits, model_for  # noqa: E402
 from bench.load import run_load, wrk_binary  # noqa: E402
 from bench.report import (  # noqa: E402
     RunResult,
     machine_description,
+    pair_ratio_table,
     pin_ratio_table,
     results_section,
     table,
@@ -41,6 +43,7 @@ from bench.systems import (  # noqa: E402
     snapshot,
     start_py_spy,
 )
+from connectors.rest.model import ServerConfig  # noqa: E402
 
 SYSTEMS = ("ceiling", "gateway-sqlite", "gateway-memory")
 SERVER_CPUS, LOAD_CPUS = {0}, {1}
@@ -87,12 +90,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label", default="run", help="name of the generated section in --results FILE")
     parser.add_argument("--json", metavar="FILE", help="write every run as JSON into FILE")
     parser.add_argument("--note", action="append", default=[], help="a line for the results notes")
+    parser.add_argument("--limits", choices=("on", "off"), default="on",
+                        help="measure fsync latency and storage CPU per put before the run and print the model "
+                             "throughput beside each gateway row (bench/limits.py)")
+    parser.add_argument("--limit-fsyncs", type=int, default=300, help="fsyncs and SQLite commits timed for the limits")
+    parser.add_argument("--limit-puts", type=int, default=3000,
+                        help="puts per storage and in-flight count for the storage CPU per put")
     parser.add_argument("--smoke", action="store_true",
                         help="a few seconds: main scenario, 8 connections, ceiling + gateway-sqlite, once")
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.warmup, args.repeat = min(args.duration, 2.0), 1.0, 1
         args.connections, args.scenarios, args.systems = "8", "main", "ceiling,gateway-sqlite"
+        args.limit_fsyncs, args.limit_puts = min(args.limit_fsyncs, 50), min(args.limit_puts, 200)
     return args
 
 
@@ -116,7 +126,8 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             storage, durability = gateway_system(system)
             server = GatewayServer(workdir, server_cpus, storage, broker, scenario.mapping(),
                                    args.gateway_threads, args.log_level, args.code_root,
-                                   args.switch_interval, durability=durability, metrics=gateway_metrics(system))
+                                   args.switch_interval, rest_extra=scenario.rest_extra(), durability=durability,
+                                   metrics=gateway_metrics(system))
         counter = DeliveryCounter(broker.port).start() if server.delivers else None
         try:
             server.start()
@@ -164,15 +175,37 @@ def _print_run(r: RunResult, drain_s: float) -> None:
 
 def _plan(scenarios: list[Scenario], connections: list[int], rpc_devices: list[int], rpc_rates: list[float],
           repeat: int, systems: list[str]) -> list[tuple[Scenario, int, float, int, str]]:
-    """Every run in order: systems interleaved within each repetition; an RPC rate has no ceiling run."""
+    """Every run in order: systems interleaved within each repetition; an RPC rate has no ceiling run.
+
+    A scenario with ``side_by_side`` (devapi) runs within the repetitions of that scenario (main) when
+    both are asked for: main's systems, then its own, per repetition.
+    """
+    names = {s.name for s in scenarios}
     plan = []
     for scenario in scenarios:
+        if scenario.side_by_side in names:
+            continue  # planned with its partner
+        group = [scenario, *(s for s in scenarios if s.side_by_side == scenario.name)]
         for conns in rpc_devices if scenario.rpc else connections:
             for rate in rpc_rates if scenario.rpc else [0.0]:
                 for rep in range(1, repeat + 1):
-                    plan += [(scenario, conns, rate, rep, system) for system in systems
+                    plan += [(each, conns, rate, rep, system) for each in group for system in systems
                              if not (rate and system == "ceiling")]
     return plan
+
+
+def add_models(results: list[RunResult], limits: Limits | None, max_threads: int) -> None:
+    """Set each gateway run's model throughput from the limits and the same repetition's ceiling.
+
+    Only for one message per request (the limits time single-record puts) and not for RPC round trips.
+    """
+    ceilings = {(r.scenario, r.connections, r.pin, r.rep): http_cpu_s(r.load.rps, r.cpu_pct)
+                for r in results if r.system == "ceiling"}
+    for r in results:
+        if r.messages_per_request != 1 or r.load.tool == "mqtt-rpc":
+            continue
+        r.model_rps = model_for(limits, r.system, r.connections, max_threads,
+                                ceilings.get((r.scenario, r.connections, r.pin, r.rep)))
 
 
 def expand_metrics(systems: list[str], metrics: str) -> list[str]:
@@ -233,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         args.code_root = snapshot(args.gateway_rev, code.name)
         revision = describe(args.gateway_rev)
     print(f"gateway code: {revision}", flush=True)
+    max_threads = args.gateway_threads or ServerConfig().threads  # a commit carries at most one put per thread
+    limits: Limits | None = None
+    limit_lines: list[str] = []
+    modelled = any(s.messages_per_request == 1 and not s.rpc for s in scenarios)
+    if args.limits == "on" and modelled and any(s != "ceiling" for s in systems):
+        limits = measure_limits(connections, max_threads, args.limit_fsyncs, args.limit_puts,
+                                cpus=SERVER_CPUS if any(pins) else None)
+        limit_lines = describe_limits(limits, connections, max_threads)
+        print("\n".join(limit_lines), flush=True)
     try:
         for pin in pins:
             # the subscriber's threads are created per run and inherit this process's affinity
@@ -264,12 +306,19 @@ def main(argv: list[str] | None = None) -> int:
              f"Gateway code: {revision}.",
              *[f"Note: {n}" for n in args.note], *[f"FAILED RUN: {f[:300]}" for f in failures]]
     notes = [n for n in notes if n]
+    add_models(results, limits, max_threads)
     print("\n".join(table(results)))
     pin_lines = pin_ratio_table(results)
     if pin_lines:
         print("\n" + "\n".join(pin_lines))
+    pair_lines = pair_ratio_table(results, "devapi", "main")
+    if pair_lines:
+        print("\n" + "\n".join(pair_lines))
+    if limit_lines:
+        print("\n" + "\n".join(limit_lines))
     if args.results:
-        write_results(args.results, results_section(command, machine, results, notes, args.label), args.label)
+        write_results(args.results, results_section(command, machine, results, notes, args.label, limit_lines),
+                      args.label)
         print(f"results written to {args.results}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

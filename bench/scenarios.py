@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 ENDPOINT = "/my_devices"
+#: the device API scenario (devapi): one configured device posting ThingsBoard's telemetry to its token's URL
+DEVICE_TOKEN = "BENCH_TOKEN_00000"
+DEVICE_API_PATH = f"/api/v1/{DEVICE_TOKEN}/telemetry"
+DEVICE_API_BODY = '{"temperature":42.5,"humidity":73}'  # bench/coap.py's payload
 
 # The spec's example request body and converter (rest-connector.md), anonymous security.
 SPEC_BODY = {"sensorName": "SN-001", "sensorType": "Thermometer", "sensorModel": "T1000",
@@ -60,10 +64,25 @@ class Scenario:
     fixed_body: str | None = None  # the same body every request
     device_prefix: str | None = None  # else: SPEC_BODY with sensorName = prefix + (n % DISTINCT_DEVICES)
     rpc: bool = False  # RPC round trip over MQTT (bench/rpc.py); fixed_body is then the RPC's params
+    path: str = ENDPOINT  # where the load posts
+    device_api: bool = False  # the gateway also serves the device API (one device, DEVICE_TOKEN)
+    side_by_side: str | None = None  # run within that scenario's repetitions when both are asked for
 
     def mapping(self) -> dict[str, Any]:
         return {"endpoint": ENDPOINT, "HTTPMethod": ["POST"], "security": {"type": "anonymous"},
                 "converter": self.converter}
+
+    def rest_extra(self) -> dict[str, Any]:
+        """rest.json settings beside the mapping: the device API with one device.
+
+        ``maxConcurrentPolls`` 1: each allowed long poll adds a waitress thread (256 by default), and
+        more threads let one group commit carry more requests; with 1 the gateway has the mapping
+        scenarios' thread count + 1, so the two endpoints are compared on the same footing.
+        """
+        if not self.device_api:
+            return {}
+        return {"deviceApi": {"maxConcurrentPolls": 1,
+                              "devices": [{"accessToken": DEVICE_TOKEN, "deviceName": "Device API bench"}]}}
 
     def body_factory(self) -> Callable[[int], bytes]:
         """Python load generator: the body of request number ``n``."""
@@ -129,6 +148,9 @@ SCENARIOS: dict[str, Scenario] = {
                      fixed_body=_dumps(_wide_body())),
 }
 RPC_PARAMS = {"command": "ping", "seq": 0}
+SCENARIOS["devapi"] = Scenario(
+    "devapi", "the HTTP device API's telemetry, POST /api/v1/{token}/telemetry, one device, beside main",
+    SPEC_CONVERTER, 1, fixed_body=DEVICE_API_BODY, path=DEVICE_API_PATH, device_api=True, side_by_side="main")
 SCENARIOS["rpc"] = Scenario(
     "rpc", "RPC round trip: v1/gateway/rpc -> serverSideRpc -> local HTTP target -> reply on v1/gateway/rpc",
     SPEC_CONVERTER, 1, fixed_body=_dumps(RPC_PARAMS), rpc=True)

@@ -21,6 +21,15 @@ class JsonResponse(Response):
         return self.headers
 
 
+def empty_response(status: int) -> Response:
+    """A response with no body and headers final when built: the same answer as ``Response(b"")``.
+
+    Not for 204 or 304, whose Content-Length werkzeug would remove (the device API answers 200, 401
+    and 408 with no body).
+    """
+    return JsonResponse(b"", status=status)
+
+
 def json_bytes_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
     """A JSON response from an already encoded body."""
     return JsonResponse(body, status=status, content_type=JSON_TYPE, headers=headers)

@@ -128,6 +128,29 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/health", {}),
     ("POST", "/api/v1/TOKEN1/telemetry", {"json": {"temp": 1}}),
     ("POST", "/api/v1/WRONG/telemetry", {"json": {"temp": 1}}),
+    # the device API's posts are served by the dispatcher too (segment rules): same answers as Flask's
+    ("POST", "/api/v1/TOKEN1/telemetry", {"json": [{"ts": 1700000000000, "values": {"temp": 2}}]}),
+    ("POST", "/api/v1/TOKEN1/telemetry", {"data": b"{not json", "content_type": "application/json"}),
+    ("POST", "/api/v1/TOKEN1/telemetry", {"data": b""}),
+    ("POST", "/api/v1/TOKEN1/telemetry", {"data": b"x" * (MAX_BODY + 1), "content_type": "application/json"}),
+    ("POST", "/api/v1/TOKEN1/telemetry", {"json": {}}),  # nothing to store, still 200
+    ("POST", "/api/v1/TOKEN1/attributes", {"json": {"fw": "1.0"}}),
+    ("POST", "/api/v1/WRONG/attributes", {"json": {"fw": "1.0"}}),
+    ("GET", "/api/v1/TOKEN1/attributes", {"query_string": "clientKeys=fw"}),  # Flask's; ThingsBoard away
+    ("GET", "/api/v1/TOKEN1/telemetry", {}),  # 405
+    ("HEAD", "/api/v1/TOKEN1/telemetry", {}),
+    ("PUT", "/api/v1/TOKEN1/attributes", {"json": {"fw": "1.0"}}),
+    ("POST", "/api/v1/TOKEN1/telemetry/", {"json": {"temp": 1}}),  # strict slashes: 404
+    ("POST", "/api/v1//telemetry", {"json": {"temp": 1}}),
+    ("POST", "/api/v1/telemetry", {"json": {"temp": 1}}),
+    ("POST", "/api/v1/a/b/telemetry", {"json": {"temp": 1}}),
+    ("POST", "/api/v1/a%2Fb/telemetry", {"json": {"temp": 1}}),
+    ("POST", "//api/v1/TOKEN1/telemetry", {"json": {"temp": 1}}),
+    ("POST", "/api/v1/t%C3%A9/telemetry", {"json": {"temp": 1}}),  # a UTF-8 token, unknown: 401
+    ("POST", "/api/v1/provision/telemetry", {"json": {"temp": 1}}),
+    ("POST", "/api/v1/provision", {"json": {}}),
+    ("POST", "/api/v1/TOKEN1/attributes/updates", {"json": {}}),
+    ("POST", "/api/v1/TOKEN1/rpc/7", {"json": {"result": 1}}),
 ]
 
 
@@ -176,13 +199,50 @@ def test_only_the_mappings_bypass_flask(gateways):
         assert fast.client.post("/temp%C3%A9rature", json=GOOD).status_code == 200
         assert fast.client.post("/slash/", json=GOOD).status_code == 200
         assert flask_requests == []  # served by the dispatcher
-        assert fast.client.get("/health").status_code == 200
         assert fast.client.post("/api/v1/TOKEN1/telemetry", json={"t": 1}).status_code == 200
+        assert fast.client.post("/api/v1/TOKEN1/attributes", json={"a": 1}).status_code == 200
+        assert fast.client.post("/api/v1/WRONG/telemetry", json={"t": 1}).status_code == 401
+        assert flask_requests == []  # served by the dispatcher
+        assert fast.client.get("/health").status_code == 200
+        assert fast.client.get("/api/v1/TOKEN1/attributes", query_string="clientKeys=a").status_code == 503
         assert fast.client.get("/data").status_code == 405
         assert fast.client.post("/nowhere").status_code == 404
     finally:
         request_started.disconnect(seen, fast.app)
-    assert flask_requests == ["/health", "/api/v1/TOKEN1/telemetry", "/data", "/nowhere"]
+    assert flask_requests == ["/health", "/api/v1/TOKEN1/attributes", "/data", "/nowhere"]
+
+
+def test_device_api_posts_store_the_same_events(gateways):
+    fast, flask_only = gateways
+    records = []
+    for gateway in (fast, flask_only):
+        before = gateway.storage.count()
+        assert gateway.client.post("/api/v1/TOKEN1/telemetry",
+                                   json={"ts": 1700000000000, "values": {"temp": 3}}).status_code == 200
+        assert gateway.client.post("/api/v1/TOKEN1/attributes", json={"fw": "2"}).status_code == 200
+        records.append([event.payload for event in gateway.storage.peek(before + 2)[before:]])
+    assert records[0] == records[1]
+    assert json.loads(records[0][0])["device"] == "api-device"
+    dispatch = fast.app.wsgi_app
+    assert isinstance(dispatch, MappingDispatch)
+    assert len(dispatch._segments) == 2  # recognised by prefix and suffix, checked against the URL map
+
+
+def test_empty_answers_keep_their_headers():
+    """The device API's bodiless answers skip werkzeug's header fix-ups: the headers stay the same."""
+    from flask import Response
+
+    from connectors.rest.responses import empty_response
+
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "SERVER_NAME": "x", "SERVER_PORT": "80",
+               "wsgi.url_scheme": "http", "HTTP_HOST": "x"}
+    for status in (200, 401, 408):
+        answers = []
+        for response in (Response(b"", status=status), empty_response(status)):
+            seen: list[Any] = []
+            body = b"".join(response(dict(environ), lambda *args, into=seen: into.extend(args[:2])))
+            answers.append((seen[0], sorted(seen[1]), body))
+        assert answers[0] == answers[1]
 
 
 def test_unexpected_error_is_a_logged_500(caplog):

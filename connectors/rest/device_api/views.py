@@ -1,5 +1,12 @@
 """The device API's HTTP front: Flask views mapping each operation's outcome to ThingsBoard's status
-codes, bodies and headers (the operations themselves are in operations.py, shared with CoAP)."""
+codes, bodies and headers (the operations themselves are in operations.py, shared with CoAP).
+
+The two uplink posts, telemetry and attributes, are also served straight from WSGI by the REST
+app's :class:`~connectors.rest.dispatch.MappingDispatch`, as the mapping endpoints are: a device
+posting telemetry needs none of Flask's per-request machinery, which cost more than the post itself
+(issue 15; bench/app_micro.py --device-api). Their Flask routes stay registered, so routing, 404,
+405 and every other method and path are Flask's as before.
+"""
 from __future__ import annotations
 
 import json
@@ -8,6 +15,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request
 
 from connectors.rest.device_api.mailbox import Closed
 from connectors.rest.device_api.operations import (
@@ -20,7 +28,8 @@ from connectors.rest.device_api.operations import (
 from connectors.rest.device_api.payloads import BadPayload, poll_timeout_ms
 from connectors.rest.device_api.registry import Device
 from connectors.rest.device_api.service import DeviceApi
-from connectors.rest.responses import error_response
+from connectors.rest.dispatch import MappingDispatch, RequestHandler
+from connectors.rest.responses import empty_response, error_response
 
 DEFAULT_POLL_TIMEOUT_MS = 60_000
 
@@ -32,11 +41,15 @@ def _json(status: int, body: Any) -> Response:
 
 def empty(status: int) -> Response:
     """A response with no body (ThingsBoard's 200 on success, 401, 408)."""
-    return Response(b"", status=status)
+    return empty_response(status)
 
 
 def register_device_api(app: Flask, api: DeviceApi) -> None:
-    """Add every device API route under ``api.config.base_path`` to ``app``."""
+    """Add every device API route under ``api.config.base_path`` to ``app``.
+
+    When ``app.wsgi_app`` is the REST app's :class:`MappingDispatch`, the telemetry and attributes
+    posts are handed to it too, to be served without Flask's request machinery (same answers).
+    """
     views = _Views(api)
     base = api.config.base_path.rstrip("/")
     routes: list[tuple[str, str, Callable[..., Response], tuple[str, ...]]] = [
@@ -53,6 +66,16 @@ def register_device_api(app: Flask, api: DeviceApi) -> None:
     for rule, name, view, methods in routes:
         app.add_url_rule(base + rule, endpoint=f"device_api.{name}", view_func=_guarded(api, name, view),
                          methods=list(methods), provide_automatic_options=False)
+    dispatch = app.wsgi_app
+    if isinstance(dispatch, MappingDispatch):
+        # labelled for the metrics as Flask's route is: by its rule. No other route can match
+        # {base}/{token}/telemetry or /attributes (config checks refuse mapping endpoints under basePath,
+        # and the device API's own routes differ in the last segment), so they are segment rules.
+        rules = {"device_api.telemetry": base + "/<token>/telemetry",
+                 "device_api.attributes": base + "/<token>/attributes"}
+        dispatch.add_routes({"device_api.telemetry": {"POST": _direct(api, "telemetry", views.post_telemetry)},
+                             "device_api.attributes": {"POST": _direct(api, "attributes", views.post_attributes)}},
+                            rules, segment_rules=rules)
 
 
 def _guarded(api: DeviceApi, name: str, view: Callable[..., Response]) -> Callable[..., Response]:
@@ -63,21 +86,44 @@ def _guarded(api: DeviceApi, name: str, view: Callable[..., Response]) -> Callab
             return view(**kwargs)
         except HTTPException:
             raise
-        except Unauthorized:
-            return empty(401)
-        except BadPayload as exc:
-            return error_response(400, str(exc))
-        except NotFound as exc:
-            return error_response(404, str(exc))
-        except Unavailable as exc:
-            return error_response(503, exc.reason, {"Retry-After": str(exc.retry_after)})
-        except UpstreamTimeout as exc:
-            return error_response(504, str(exc))
-        except Exception:
-            api.log.exception("device API: unexpected error on %s %s", request.method, name)
-            return error_response(500, "internal error; see the gateway log")
+        except Exception as exc:  # noqa: BLE001 - every outcome becomes ThingsBoard's answer
+            return _failure(api, name, request.method, exc)
 
     return guarded
+
+
+def _direct(api: DeviceApi, name: str, post: Callable[[Request, str], Response]) -> RequestHandler:
+    """``post`` as a :class:`MappingDispatch` handler, with the answers of :func:`_guarded`.
+
+    An HTTPException (413 for a body over ``maxBodySize``) is left to the dispatcher, which answers
+    it as the Flask app's error handler does.
+    """
+
+    def handle(req: Request, path_vars: dict[str, Any]) -> Response:
+        try:
+            return post(req, path_vars["token"])
+        except HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every outcome becomes ThingsBoard's answer
+            return _failure(api, name, req.method, exc)
+
+    return handle
+
+
+def _failure(api: DeviceApi, name: str, method: str, exc: Exception) -> Response:
+    """ThingsBoard's answer to an operation that raised ``exc``; an unexpected error is logged."""
+    if isinstance(exc, Unauthorized):
+        return empty(401)
+    if isinstance(exc, BadPayload):
+        return error_response(400, str(exc))
+    if isinstance(exc, NotFound):
+        return error_response(404, str(exc))
+    if isinstance(exc, Unavailable):
+        return error_response(503, exc.reason, {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, UpstreamTimeout):
+        return error_response(504, str(exc))
+    api.log.error("device API: unexpected error on %s %s", method, name, exc_info=exc)
+    return error_response(500, "internal error; see the gateway log")
 
 
 class _Views:
@@ -113,16 +159,25 @@ class _Views:
     # ------------------------------------------------------------- uplink
 
     def telemetry(self, token: str) -> Response:
+        return self.post_telemetry(request, token)
+
+    def post_telemetry(self, req: Request, token: str) -> Response:
+        """POST telemetry: store it, answer 200 with no body (also called by the dispatcher)."""
         device = self.ops.device(token)
-        self.ops.store([self.ops.telemetry(device, self._body())])
+        self.ops.store([self.ops.telemetry(device, req.get_data(cache=False))])
         return empty(200)
 
     def attributes(self, token: str) -> Response:
+        if request.method != "GET":
+            return self.post_attributes(request, token)
         device = self.ops.device(token)
-        if request.method == "GET":
-            return _json(200, self.ops.request_attributes(device, request.args.getlist("clientKeys"),
-                                                          request.args.getlist("sharedKeys")))
-        self.ops.store([self.ops.attributes(device, self._body())])
+        return _json(200, self.ops.request_attributes(device, request.args.getlist("clientKeys"),
+                                                      request.args.getlist("sharedKeys")))
+
+    def post_attributes(self, req: Request, token: str) -> Response:
+        """POST client attributes: store them, answer 200 with no body (also called by the dispatcher)."""
+        device = self.ops.device(token)
+        self.ops.store([self.ops.attributes(device, req.get_data(cache=False))])
         return empty(200)
 
     def claim(self, token: str) -> Response:
