@@ -103,6 +103,7 @@ class Load:
     def __init__(self, daemon: Any, threads: int = 4) -> None:
         self.daemon = daemon
         self.results: list[tuple[float, str, int, int]] = []  # (started, path, seq, status)
+        self.answered: dict[int, float] = {}  # seq -> when its answer came
         self.paths = ["/a", "/old"]
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -130,6 +131,7 @@ class Load:
                 print("request failed:", exc)
             with self._lock:
                 self.results.append((started, path, seq, status))
+                self.answered[seq] = time.monotonic()
 
     def start(self) -> Load:
         for thread in self._threads:
@@ -191,7 +193,9 @@ def test_reload_under_load_delivers_every_200(make_daemon, mqtt_subscriber) -> N
             assert status == 200, (path, seq, status)
         elif path == "/new" and started > marks["new added"]:
             assert status == 200, (path, seq, status)
-        elif path == "/old" and started < marks["old removal sent"]:
+        elif path == "/old" and load.answered[seq] < marks["old removal sent"]:
+            # answered before the reload was asked for (one sent earlier may wait in the server's queue past
+            # the switch on a loaded machine, and is then rightly served by the new configuration)
             assert status == 200, (path, seq, status)
         elif path == "/old" and started > marks["old removed"]:
             assert status == 404, (path, seq, status)
@@ -202,7 +206,7 @@ def test_reload_under_load_delivers_every_200(make_daemon, mqtt_subscriber) -> N
     for seq, (started, path) in accepted.items():
         if path == "/a" and started > marks["converter changed"]:
             assert "w" in got[seq] and "v" not in got[seq], got[seq]
-        elif path == "/a" and started < marks["converter sent"]:
+        elif path == "/a" and load.answered[seq] < marks["converter sent"]:
             assert "v" in got[seq] and "w" not in got[seq], got[seq]
     samples = reloads(daemon)
     assert samples["applied"] == 3 and samples["unchanged"] == 1 and samples.get("invalid", 0) == 0
