@@ -49,8 +49,9 @@ class Setup:
         self.fail = fail
         self.tokens: int | None = None  # the gateway-wide rate limit's tokens left (None: no limit)
         self.counts: dict[str, int] = {}
+        self.received: list[int] = []  # body sizes counted for the statistics (receivedBytesFromDevices)
         registry = SimpleNamespace(lookup=lambda token: DEVICE if token == TOKEN else None)
-        api = SimpleNamespace(registry=registry, count=self.count)
+        api = SimpleNamespace(registry=registry, count=self.count, received_bytes=self.received.append)
         self.batcher = StoreBatcher(self.store)
         OPEN.append(self)
         self.counters = {"coap_requests": 0}
@@ -134,6 +135,7 @@ def test_a_plain_post_is_stored_and_answered_2_01_piggybacked() -> None:
         assert setup.stored[0].device_name == DEVICE.name
         assert setup.counts == {"telemetry_posts": 1, "attribute_posts": 1}
         assert setup.counters["coap_fast_posts"] == 2 and setup.counters["coap_requests"] == 2
+        assert setup.received == [len(b'{"t": 1}'), len(b'{"fw": "1.0"}')]
     run(body)
 
 
