@@ -1,7 +1,6 @@
 """SQLite event storage: a durable FIFO whose concurrent puts share one commit (leader/follower)."""
 from __future__ import annotations
 
-import fcntl
 import functools
 import logging
 import sqlite3
@@ -9,7 +8,6 @@ import threading
 import time
 from collections.abc import Sequence
 from itertools import starmap
-from typing import TextIO
 
 from gateway.receipts import Receipt
 from gateway.report_marks import ReportMark
@@ -18,10 +16,10 @@ from gateway.storage import sqlite_receipts, sqlite_report_marks
 from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
+from gateway.storage.sqlite_file import SYNCHRONOUS, claim, connect
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)"
 #: rows per INSERT statement: one multi-row VALUES statement is one sqlite3_step, and Python's
 #: sqlite3 releases and re-takes the GIL around every step; with busy threads on another core each
 #: re-take can wait a whole GIL switch interval (5 ms), so a row-per-step executemany stretched
@@ -31,17 +29,6 @@ _MEASURE = "SELECT count(*), total(length(payload)) FROM events WHERE id > ?"
 _MEASURE_RANGE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ? AND id <= ?"
 _DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
 _PEEK = "SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
-_BUSY_TIMEOUT_S = 10.0
-_WAL_LIMIT_BYTES = 16 * 1024 * 1024
-#: page cache per connection (SQLite's default is ~2 MB): the queue is read soon after it is written
-#: and trimmed behind, so few pages are hot; measured under the array load: peak RSS 63.4 -> 57.2 MB,
-#: same throughput (main and array scenarios)
-_CACHE_KIB = 256
-#: storage.durability -> the writer's PRAGMA synchronous (WAL mode). FULL syncs the WAL on every
-#: commit (a committed put survives a power cut); NORMAL writes the WAL at commit and syncs it only
-#: at checkpoints: the commit is in the OS's page cache, so it survives the process being killed
-#: (SIGKILL, a crash) but the last commits may be lost to a power cut or a kernel panic.
-SYNCHRONOUS = {"power": "FULL", "process": "NORMAL"}
 
 
 class _Batch:
@@ -105,11 +92,11 @@ class SqliteStorage(EventStorage):
         self._marks = sqlite_report_marks.MarkTable()  # the leader only, like the writer
         self._head_ordinal = 0  # ordinal of the oldest stored event
         self._next_ordinal = 0
-        self._lock_file = self._claim()
+        self._lock_file = claim(self._path)
         try:
-            self._writer = self._connect(synchronous=self._synchronous)
+            self._writer = connect(self._path, self._synchronous)
             try:
-                self._reader = self._connect(synchronous="NORMAL")
+                self._reader = connect(self._path, "NORMAL")
             except StorageFailure:
                 self._writer.close()
                 raise
@@ -416,7 +403,7 @@ class SqliteStorage(EventStorage):
             self._writer.close()
         except sqlite3.Error:
             pass
-        self._writer = self._connect(synchronous=self._synchronous)
+        self._writer = connect(self._path, self._synchronous)
         count, size = self._measure(self._writer, self._trimmed_through)
         self._load_receipts()
         with self._lock:
@@ -433,42 +420,6 @@ class SqliteStorage(EventStorage):
         self._failing = failure is not None
 
     # -- helpers --------------------------------------------------------------------------------
-
-    def _claim(self) -> TextIO:
-        """Lock ``<path>-lock`` so two processes never serve (and deliver) the same events."""
-        lock_path = f"{self._path}-lock"
-        try:
-            handle = open(lock_path, "a")  # held open until close()
-        except OSError as exc:
-            raise StorageFailure(f"cannot open event storage {self._path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.close()
-            raise StorageFailure(f"event storage {self._path} is in use by another process "
-                                 f"or storage ({lock_path} is locked)") from exc
-        return handle
-
-    def _connect(self, synchronous: str) -> sqlite3.Connection:
-        """Open a connection in WAL mode; the schema is created if missing."""
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"WAL journal mode is not available (got {mode})")
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
-            conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
-            conn.execute(_SCHEMA)
-            sqlite_receipts.create(conn)
-            sqlite_report_marks.create(conn)
-            return conn
-        except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()
-            raise StorageFailure(f"cannot open event storage {self._path}: {exc}") from exc
 
     def _load_receipts(self) -> None:
         """Count the stored receipts and reportStrategy marks (their bounds are kept per scope)."""
