@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import warnings
 
 import pytest
 import requests
@@ -212,16 +213,20 @@ def test_aiocoap_client_observes_attributes_and_rpc(gateway, mqtt_subscriber) ->
             rpc = context.request(Message(code=Code.GET, uri=base.replace("attributes", "rpc"), observe=0))
             got_attributes = [json.loads((await attributes.response).payload)]
             got_rpc = [(await rpc.response).code]
+            # every notification, queued as it arrives: aiocoap's `async for` keeps only the latest one,
+            # and RPC 4 may follow RPC 3 before the test gets to read it
+            attribute_notes: asyncio.Queue[Message] = asyncio.Queue()
+            rpc_notes: asyncio.Queue[Message] = asyncio.Queue()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                attributes.observation.register_callback(attribute_notes.put_nowait)
+                rpc.observation.register_callback(rpc_notes.put_nowait)
             await asyncio.to_thread(push_attributes, mqtt_subscriber, {"k": "v"})
             await asyncio.to_thread(push_rpc, mqtt_subscriber, 3, "m", {"p": 1})
             await asyncio.to_thread(push_rpc, mqtt_subscriber, 4, "m", {"p": 2})
-            async for note in attributes.observation:
-                got_attributes.append(json.loads(note.payload))
-                break
-            async for note in rpc.observation:
-                got_rpc.append(json.loads(note.payload)["id"])
-                if len(got_rpc) == 3:
-                    break
+            got_attributes.append(json.loads((await attribute_notes.get()).payload))
+            while len(got_rpc) < 3:
+                got_rpc.append(json.loads((await rpc_notes.get()).payload)["id"])
             attributes.observation.cancel()
             rpc.observation.cancel()
             return got_attributes, got_rpc
