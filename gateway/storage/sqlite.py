@@ -32,23 +32,25 @@ _PEEK = "SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
 
 
 class _Batch:
-    """The puts one transaction commits together; their callers wait on ``done``.
+    """The admitted puts one transaction commits together.
 
-    The first put of a batch that forms while another commit runs waits on ``lead`` instead: the
-    finishing leader sets it to hand over, and that caller commits the batch for everyone in it.
+    Signals are made only when somebody waits (a lone put leads and waits for nothing): ``done``
+    by the first put that joins behind the batch's first, ``lead`` by a first put that arrives
+    while another commit runs (the finishing leader sets it to hand over, and that caller commits
+    the batch for everyone in it).
     """
 
-    __slots__ = ("puts", "sizes", "receipts", "marks", "rejected", "failure", "done", "lead")
+    __slots__ = ("rows", "size", "puts", "receipts", "marks", "failure", "done", "lead")
 
     def __init__(self) -> None:
-        self.puts: list[Sequence[bytes]] = []
-        self.sizes: list[int] = []
-        self.receipts: list[Receipt | None] = []  # each put's receipt (Idempotency-Key), committed with it
-        self.marks: list[Sequence[ReportMark]] = []  # each put's reportStrategy marks, committed with it
-        self.rejected: dict[int, str] = {}  # index of a refused put -> why (StorageFull)
+        self.rows: list[bytes] = []  # the payloads of every put, in put order
+        self.size = 0  # what they count against max_size_mb
+        self.puts = 0
+        self.receipts: list[Receipt] = []  # the puts' receipts (Idempotency-Key), committed with them
+        self.marks: list[ReportMark] = []  # the puts' reportStrategy marks, committed with them
         self.failure: str | None = None  # set when the transaction failed (StorageFailure)
-        self.done = threading.Event()
-        self.lead = threading.Event()
+        self.done: threading.Event | None = None
+        self.lead: threading.Event | None = None
 
 
 class SqliteStorage(EventStorage):
@@ -78,6 +80,8 @@ class SqliteStorage(EventStorage):
         self._read_lock = threading.Lock()  # the reader connection is used by one thread at a time
         self._close_lock = threading.Lock()  # one close() at a time
         self._batch = _Batch()  # the open batch: puts join it until a leader takes it
+        self._pending = 0  # events admitted, not yet committed (they count against the limits)
+        self._pending_size = 0
         self._committing = False  # a leader is committing (or has been handed the next batch)
         self._trimmed_through = 0  # events with id <= this are removed (maybe not yet deleted)
         self._deleted_through = 0  # ... and those are deleted from the file (leader only)
@@ -128,26 +132,37 @@ class SqliteStorage(EventStorage):
                 raise StorageFailure(f"event storage {self._path} is closed")
             if not payloads:
                 return
+            count, stored_size = self._count + self._pending, self._size + self._pending_size
+            if not self._limits.admits(count, stored_size, len(payloads), size):
+                self._stats["rejected_full"] += 1
+                raise StorageFull(self._full_reason(count, stored_size))
+            self._pending += len(payloads)  # counted against the limits from now on
+            self._pending_size += size
             batch = self._batch
-            index = len(batch.puts)
-            batch.puts.append(payloads)
-            batch.sizes.append(size)
-            batch.receipts.append(receipt)
-            batch.marks.append(marks)
-            lead = index == 0 and not self._committing
-            if lead:
+            first = not batch.puts
+            batch.rows.extend(payloads)
+            batch.size += size
+            batch.puts += 1
+            if receipt is not None:
+                batch.receipts.append(receipt)
+            if marks:
+                batch.marks.extend(marks)
+            if not self._committing:  # then this batch was empty: its first put leads at once
                 self._committing = True
-        if lead:
+                signal = None
+            elif first:
+                signal = batch.lead = threading.Event()
+            else:
+                signal = batch.done
+                if signal is None:
+                    signal = batch.done = threading.Event()
+        if signal is None:
             self._lead()
-        elif index == 0:
-            batch.lead.wait()  # the current leader hands this batch over when its commit ends
+        elif first:
+            signal.wait()  # the current leader hands this batch over when its commit ends
             self._lead()
         else:
-            batch.done.wait()
-        if batch.rejected:
-            reason = batch.rejected.get(index)
-            if reason is not None:
-                raise StorageFull(reason)
+            signal.wait()
         if batch.failure is not None:
             raise StorageFailure(batch.failure)
 
@@ -289,62 +304,57 @@ class SqliteStorage(EventStorage):
             batch.failure = f"cannot store events in {self._path}: {exc}"
         finally:
             with self._lock:
-                if self._batch.puts:
-                    self._batch.lead.set()
-                else:
+                following = self._batch.lead
+                if following is None:  # nothing queued meanwhile (a queued batch's first put made it)
                     self._committing = False
-                    self._idle.notify_all()
-            batch.done.set()
+                    if self._closing:
+                        self._idle.notify_all()
+            if following is not None:
+                following.set()
+            if batch.done is not None:
+                batch.done.set()
 
     def _write(self, batch: _Batch) -> None:
-        """Insert the admitted puts of ``batch`` in one transaction, refusing those over a limit."""
-        limits = self._limits
-        with self._lock:
-            count, size = self._count, self._size
-        rows: list[bytes] = []
-        receipts: list[Receipt] = []
-        marks: list[ReportMark] = []
-        added = added_size = accepted = 0
-        for index, (payloads, put_size, receipt, put_marks) in enumerate(
-                zip(batch.puts, batch.sizes, batch.receipts, batch.marks, strict=True)):
-            if limits.admits(count + added, size + added_size, len(payloads), put_size):
-                rows.extend(payloads)
-                if receipt is not None:
-                    receipts.append(receipt)
-                marks.extend(put_marks)
-                added += len(payloads)
-                added_size += put_size
-                accepted += 1
-            else:
-                batch.rejected[index] = (
-                    f"event storage {self._path} is full ({count + added} events, "
-                    f"~{size + added_size} bytes; limits {limits.max_records} events, "
-                    f"{limits.max_bytes} bytes)")
+        """Commit ``batch`` in one transaction (or only delete trimmed rows when it holds no put)."""
+        rows = batch.rows
         if not rows:
             self._delete_trimmed()
+            return
         started = time.monotonic()
-        failure = self._commit(rows, receipts, marks) if rows else None
+        failure: str | None = "the commit did not end"  # stays so only if _commit raised (logged by _lead)
+        try:
+            failure = self._commit(rows, batch.receipts, batch.marks)
+        finally:
+            self._committed(batch, failure, started)
+
+    def _committed(self, batch: _Batch, failure: str | None, started: float) -> None:
+        """Account for ``batch`` after its transaction: stored, or failed (its puts raise)."""
         done = time.monotonic()
+        added = len(batch.rows)
         with self._lock:
+            self._pending -= added
+            self._pending_size -= batch.size
             stats = self._stats
-            stats["rejected_full"] += len(batch.rejected)
-            if rows:
-                self.commit_latency.observe(done - started)
+            self.commit_latency.observe(done - started)
             if failure is None:
-                if rows and not self._count:
+                if not self._count:
                     self._data.notify_all()  # wait_for_data waits only while the queue is empty
-                if added:
-                    self._ages.stored(self._next_ordinal, done)
-                    self._next_ordinal += added
+                self._ages.stored(self._next_ordinal, done)
+                self._next_ordinal += added
                 self._count += added
-                self._size += added_size
-                stats["put_count"] += accepted
-                stats["commits"] += 1 if rows else 0
+                self._size += batch.size
+                stats["put_count"] += batch.puts
+                stats["commits"] += 1
             else:
                 batch.failure = failure
-                stats["failures"] += accepted
-        if rows:
+                stats["failures"] += batch.puts
+        if failure is not None or self._failing:
             self._note_health(failure)
+
+    def _full_reason(self, count: int, size: int) -> str:
+        limits = self._limits
+        return (f"event storage {self._path} is full ({count} events, ~{size} bytes; "
+                f"limits {limits.max_records} events, {limits.max_bytes} bytes)")
 
     def _commit(self, rows: list[bytes], receipts: Sequence[Receipt] = (),
                 marks: Sequence[ReportMark] = ()) -> str | None:

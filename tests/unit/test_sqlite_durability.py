@@ -271,3 +271,25 @@ def test_the_durability_level_sets_how_commits_are_synced(opened: list[SqliteSto
 def test_an_unknown_durability_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown durability 'fsync'; expected one of power, process"):
         SqliteStorage(str(tmp_path / "gateway.db"), LIMITS, durability="fsync")
+
+
+@pytest.mark.parametrize("how", ["sqlite error", "unexpected exception"])
+def test_a_failed_commit_gives_back_the_room_its_puts_took(opened: list[SqliteStorage], tmp_path: Path,
+                                                          how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Puts are counted against the limits when they join a batch; a batch that fails must release them."""
+    storage = open_storage(opened, tmp_path / "gateway.db", SizeLimits(max_records=2, max_bytes=1 << 20))
+    real_commit = storage._commit
+
+    def failing_commit(*args: object) -> str | None:
+        if how == "sqlite error":
+            return "cannot store events: disk I/O error"
+        raise RuntimeError("the writer broke")
+
+    monkeypatch.setattr(storage, "_commit", failing_commit)
+    with pytest.raises(StorageFailure):
+        storage.put([b"a", b"b"])
+    monkeypatch.setattr(storage, "_commit", real_commit)
+    storage.put([b"c", b"d"])  # the failed two no longer count: room for two
+    assert [e.payload for e in storage.peek(10)] == [b"c", b"d"]
+    stats = storage.stats()
+    assert stats["failures"] == 1 and stats["put_count"] == 1 and stats["rejected_full"] == 0
