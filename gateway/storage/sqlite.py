@@ -16,6 +16,7 @@ from gateway.storage import sqlite_receipts, sqlite_report_marks
 from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
+from gateway.storage.peeked import PeekedSizes
 from gateway.storage.sqlite_file import SYNCHRONOUS, claim, connect
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ _MEASURE = "SELECT count(*), total(length(payload)) FROM events WHERE id > ?"
 _MEASURE_RANGE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ? AND id <= ?"
 _DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
 _PEEK = "SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
+_LAST_ID = "SELECT max(id) FROM events"
 
 
 class _Batch:
@@ -81,6 +83,8 @@ class SqliteStorage(EventStorage):
         self._close_lock = threading.Lock()  # one close() at a time
         self._batch = _Batch()  # the open batch: puts join it until a leader takes it
         self._pending = 0  # events admitted, not yet committed (they count against the limits)
+        self._last_id = 0  # the newest committed event's id: a peek after it needs no query
+        self._peeked = PeekedSizes()  # what peeks handed out, so remove_through needs no query
         self._pending_size = 0
         self._committing = False  # a leader is committing (or has been handed the next batch)
         self._trimmed_through = 0  # events with id <= this are removed (maybe not yet deleted)
@@ -105,6 +109,7 @@ class SqliteStorage(EventStorage):
                 self._writer.close()
                 raise
             self._count, self._size = self._measure(self._writer, 0)
+            self._last_id = self._newest_id(self._writer)
             self._load_receipts()
         except BaseException:
             self._lock_file.close()
@@ -210,10 +215,13 @@ class SqliteStorage(EventStorage):
         with self._read_lock:
             self._check_open()
             after = max(self._trimmed_through, event_id)
+            if after >= self._last_id:  # nothing newer is committed (the sender's idle check)
+                return []
             try:
                 rows = self._reader.execute(_PEEK, (after, max(limit, 0))).fetchall()
             except sqlite3.Error as exc:
                 raise StorageFailure(f"cannot read events from {self._path}: {exc}") from exc
+            self._peeked.read(after, rows)
         return list(starmap(StoredEvent, rows))
 
     def remove_through(self, event_id: int) -> None:
@@ -227,10 +235,14 @@ class SqliteStorage(EventStorage):
             with self._read_lock:
                 self._check_open()
                 start = self._trimmed_through
-                try:
-                    removed, size, last = self._reader.execute(_MEASURE_RANGE, (start, event_id)).fetchone()
-                except sqlite3.Error as exc:
-                    raise StorageFailure(f"cannot remove events from {self._path}: {exc}") from exc
+                known = self._peeked.remove_through(start, event_id)  # the sender removes what it read
+                if known is not None:
+                    removed, size, last = known
+                else:
+                    try:
+                        removed, size, last = self._reader.execute(_MEASURE_RANGE, (start, event_id)).fetchone()
+                    except sqlite3.Error as exc:
+                        raise StorageFailure(f"cannot remove events from {self._path}: {exc}") from exc
             if not removed:
                 return
             with self._lock:
@@ -370,15 +382,17 @@ class SqliteStorage(EventStorage):
             conn.execute("BEGIN IMMEDIATE")
             if trim > self._deleted_through:
                 conn.execute(_DELETE_THROUGH, (trim,))
+            newest = self._last_id
             for start in range(0, len(rows), _ROWS_PER_INSERT):
                 chunk = rows[start:start + _ROWS_PER_INSERT]
-                conn.execute(_insert_statement(len(chunk)), chunk)
+                newest = conn.execute(_insert_statement(len(chunk)), chunk).lastrowid
             if receipts:
                 now = time.time()
                 purge = self._receipts.purge_due(now)
                 counts = self._receipts.write(conn, receipts, now)
             mark_counts = self._marks.write(conn, marks) if marks else None
             conn.execute("COMMIT")
+            self._last_id = newest  # committed: peeks may now read up to it
             if receipts:
                 self._receipts.committed(counts, now, purge)
             if mark_counts is not None:
@@ -415,6 +429,7 @@ class SqliteStorage(EventStorage):
             pass
         self._writer = connect(self._path, self._synchronous)
         count, size = self._measure(self._writer, self._trimmed_through)
+        self._last_id = self._newest_id(self._writer)
         self._load_receipts()
         with self._lock:
             self._count, self._size = count, size
@@ -447,6 +462,12 @@ class SqliteStorage(EventStorage):
         except sqlite3.Error as exc:
             raise StorageFailure(f"cannot read event storage {self._path}: {exc}") from exc
         return count, int(size) + RECORD_OVERHEAD_BYTES * count
+
+    def _newest_id(self, conn: sqlite3.Connection) -> int:
+        try:
+            return conn.execute(_LAST_ID).fetchone()[0] or 0
+        except sqlite3.Error as exc:
+            raise StorageFailure(f"cannot read event storage {self._path}: {exc}") from exc
 
     def _check_open(self) -> None:
         if self._closed:
