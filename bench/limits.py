@@ -12,13 +12,18 @@ SQLite files (the system's temporary directory), and on the server's CPU when pi
   :class:`MemoryStorage`) while ``k`` threads put one record at a time, ``k`` = the requests in
   flight (the connections, at most the REST threads), so group commit carries what it carries in the
   gateway. It includes the fsync's kernel time and the threads' wake-ups, not the time spent waiting.
+- **storage CPU per event, drained**: the same puts while one more thread drains the storage as the
+  gateway's sender does (``peek_after`` from the last event read, ``READ_BATCH`` at a time,
+  ``remove_through`` what it read, the empty re-check before it waits): every durable request's
+  event is also read back and removed once ThingsBoard has it, which a gateway cannot skip. This is
+  the ``s_put`` of the model; the puts-only figure is printed beside it.
 
 The model (:func:`model_rps`) is an upper bound for a closed loop of ``c`` connections on one core:
 
 - every request costs CPU ``s = s_http + s_put(c)``: ``s_http`` is the HTTP stack's CPU per request,
   the ceiling's CPU time per request in the same repetition (its CPU % of one core ÷ its req/s;
   memory storage runs at 95-98 % of the ceiling, so the gateway's non-storage work costs about as
-  much), and ``s_put(c)`` is the storage CPU per put with ``c`` in flight;
+  much), and ``s_put(c)`` is the storage CPU per event, drained, with ``c`` in flight;
 - so throughput ≤ ``1 / s`` (one core busy all the time: the server's core when pinned; unpinned,
   the GIL lets one thread run Python at a time, so the bound is looser there);
 - and every durable request waits for at least one commit, ``t_commit`` (the SQLite commit's p50,
@@ -46,6 +51,7 @@ from gateway.storage.sqlite import SYNCHRONOUS, SqliteStorage
 PAYLOAD = (b'{"device":"SN-001"\n,"type":"Thermometer"\n,"attributes":{"model":"T1000","T1000":"on"}\n,"dp":[2]\n'
            b',"telemetry":[\n{"ts":1700000000000,"values":{"temperature":32.0,"humidity":67.0}}\n]\n}')
 STORAGES = ("sqlite-power", "sqlite-process", "memory")
+READ_BATCH = 1000  # storage.read_records_count's default: what the sender asks for at a time
 
 
 def model_rps(http_cpu_s: float, put_cpu_s: float, commit_wait_s: float, in_flight: int) -> float:
@@ -140,8 +146,9 @@ class PutCost:
     storage: str
     threads: int
     puts: int
-    cpu_us: float
+    cpu_us: float  # puts only
     puts_per_commit: float
+    drained_cpu_us: float = float("nan")  # put, read back and removed (see the module doc)
 
 
 def _storage(kind: str, folder: str) -> EventStorage:
@@ -153,8 +160,31 @@ def _storage(kind: str, folder: str) -> EventStorage:
 
 
 def put_cost(kind: str, folder: str, threads: int, puts_per_thread: int) -> PutCost:
-    """CPU per put of storage ``kind`` (sqlite-power, sqlite-process, memory) from ``threads`` threads."""
+    """CPU per put of storage ``kind`` (sqlite-power, sqlite-process, memory) from ``threads`` threads,
+    then CPU per event when one more thread drains it meanwhile."""
+    cpu_us, per_commit = _cpu_per_put(kind, folder, threads, puts_per_thread, drain=False)
+    drained_us, _ = _cpu_per_put(kind, folder, threads, puts_per_thread, drain=True)
+    return PutCost(kind, threads, threads * puts_per_thread, cpu_us, per_commit, drained_us)
+
+
+def _drain(storage: EventStorage, total: int) -> None:
+    """Read and remove ``total`` events the way the gateway's sender does."""
+    last = removed = 0
+    while removed < total:
+        events = storage.peek_after(last, READ_BATCH)
+        if not events:
+            if not storage.peek_after(last, 1):
+                storage.wait_for_data(0.005)
+            continue
+        last = events[-1].id
+        storage.remove_through(last)
+        removed += len(events)
+
+
+def _cpu_per_put(kind: str, folder: str, threads: int, puts_per_thread: int, drain: bool) -> tuple[float, float]:
+    """(CPU µs per put, puts per commit) with ``threads`` putters (and a drain thread when ``drain``)."""
     storage = _storage(kind, folder)
+    puts = threads * puts_per_thread
     start = threading.Barrier(threads + 1)
 
     def worker() -> None:
@@ -163,10 +193,14 @@ def put_cost(kind: str, folder: str, threads: int, puts_per_thread: int) -> PutC
             storage.put([PAYLOAD])
 
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    if drain:
+        workers.append(threading.Thread(target=_drain, args=(storage, puts), daemon=True))
     try:
-        for w in workers:
+        for w in workers[:threads]:
             w.start()
         cpu0 = time.process_time()
+        for w in workers[threads:]:
+            w.start()
         start.wait()
         for w in workers:
             w.join()
@@ -174,9 +208,8 @@ def put_cost(kind: str, folder: str, threads: int, puts_per_thread: int) -> PutC
         stats = storage.stats()
     finally:
         storage.close()
-    puts = threads * puts_per_thread
     commits = stats.get("commits", 0)
-    return PutCost(kind, threads, puts, cpu / puts * 1e6, puts / commits if commits else float("nan"))
+    return cpu / puts * 1e6, puts / commits if commits else float("nan")
 
 
 @dataclass
@@ -194,8 +227,12 @@ class Limits:
         return f"{storage}@{threads}"
 
     def put_cpu_s(self, storage: str, threads: int) -> float | None:
+        """The model's s_put: storage CPU per event with ``threads`` in flight, drained (puts only if not measured)."""
         cost = self.put_costs.get(self.key(storage, threads))
-        return None if cost is None else cost.cpu_us / 1e6
+        if cost is None:
+            return None
+        drained = cost.drained_cpu_us
+        return (cost.cpu_us if drained != drained else drained) / 1e6
 
     def commit_wait_s(self, storage: str) -> float:
         """What a durable request waits for besides CPU: one fsynced commit for power, nothing otherwise."""
@@ -248,15 +285,18 @@ def describe_limits(limits: Limits, connections: Iterable[int], max_threads: int
              f"CPU {fs.cpu_us:.0f} µs each ({fs.count} times)",
              f"- SQLite commit of one row (WAL, synchronous=FULL): p50 {sq.p50_ms:.3f} ms, p99 {sq.p99_ms:.3f} ms, "
              f"CPU {sq.cpu_us:.0f} µs each ({sq.count} times)", "",
-             "| in flight (threads) | storage | CPU µs per put | puts per commit | storage alone, serial: "
-             "c ÷ (commit p50 + c × put CPU) puts/s |", "|---|---|---|---|---|"]
+             "| in flight (threads) | storage | CPU µs per put | CPU µs per event, drained (the model's s_put) "
+             "| puts per commit | storage alone, serial: c ÷ (commit p50 + c × s_put) puts/s |",
+             "|---|---|---|---|---|---|"]
     for threads in sorted({max(1, min(c, max_threads)) for c in connections}):
         for cost in limits.put_costs.values():
             if cost.threads != threads:
                 continue
-            serial = storage_serial_rps(cost.cpu_us / 1e6, limits.commit_wait_s(cost.storage), threads)
+            s_put = limits.put_cpu_s(cost.storage, threads) or 0.0
+            serial = storage_serial_rps(s_put, limits.commit_wait_s(cost.storage), threads)
             per_commit = "—" if cost.puts_per_commit != cost.puts_per_commit else f"{cost.puts_per_commit:.1f}"
-            lines.append(f"| {threads} | {cost.storage} | {cost.cpu_us:.1f} | {per_commit} | {serial:,.0f} |")
+            lines.append(f"| {threads} | {cost.storage} | {cost.cpu_us:.1f} | {cost.drained_cpu_us:.1f} | "
+                         f"{per_commit} | {serial:,.0f} |")
     return lines
 
 

@@ -141,3 +141,18 @@ def test_measurements_run_quickly_with_few_samples(tmp_path: Path) -> None:
     assert set(limits.put_costs) == {"sqlite-power@2", "sqlite-process@2", "memory@2"}
     assert all(cost.puts == 20 and cost.cpu_us > 0 for cost in limits.put_costs.values())
     assert list(tmp_path.iterdir()) == []  # its scratch folder is gone
+
+
+def test_the_model_charges_each_event_its_drain_when_measured() -> None:
+    limits = _limits()
+    assert limits.put_cpu_s("sqlite-power", 8) == pytest.approx(50e-6)  # puts only: nothing else measured
+    limits.put_costs[Limits.key("sqlite-power", 8)] = PutCost("sqlite-power", 8, 100, 50.0, 4.0, 70.0)
+    assert limits.put_cpu_s("sqlite-power", 8) == pytest.approx(70e-6)
+    lines = describe_limits(limits, [8], 32)
+    assert any(line.startswith("| 8 | sqlite-power | 50.0 | 70.0 | 4.0 |") for line in lines)
+
+
+def test_the_drained_cost_is_measured_for_every_storage(tmp_path: Path) -> None:
+    limits = measure_limits([3], 32, fsyncs=3, puts=30, folder=str(tmp_path))
+    for cost in limits.put_costs.values():
+        assert cost.drained_cpu_us > 0, cost
