@@ -13,8 +13,9 @@ SQLite files (the system's temporary directory), and on the server's CPU when pi
   flight (the connections, at most the REST threads), so group commit carries what it carries in the
   gateway. It includes the fsync's kernel time and the threads' wake-ups, not the time spent waiting.
 - **storage CPU per event, drained**: the same puts while one more thread drains the storage as the
-  gateway's sender does (``peek_after`` from the last event read, ``READ_BATCH`` at a time,
-  ``remove_through`` what it read, the empty re-check before it waits): every durable request's
+  gateway's sender does (``peek_after`` from the last event read, ``READ_BATCH`` at a time, at
+  least ``LINGER_S`` apart under load as the sender's linger keeps its publishes, ``remove_through``
+  what it read, the empty re-check before it waits): every durable request's
   event is also read back and removed once ThingsBoard has it, which a gateway cannot skip. This is
   the ``s_put`` of the model; the puts-only figure is printed beside it.
 
@@ -52,6 +53,7 @@ PAYLOAD = (b'{"device":"SN-001"\n,"type":"Thermometer"\n,"attributes":{"model":"
            b',"telemetry":[\n{"ts":1700000000000,"values":{"temperature":32.0,"humidity":67.0}}\n]\n}')
 STORAGES = ("sqlite-power", "sqlite-process", "memory")
 READ_BATCH = 1000  # storage.read_records_count's default: what the sender asks for at a time
+LINGER_S = 0.005  # thingsboard.sendLingerMs's default: under load the sender reads at most this often
 
 
 def model_rps(http_cpu_s: float, put_cpu_s: float, commit_wait_s: float, in_flight: int) -> float:
@@ -168,14 +170,21 @@ def put_cost(kind: str, folder: str, threads: int, puts_per_thread: int) -> PutC
 
 
 def _drain(storage: EventStorage, total: int) -> None:
-    """Read and remove ``total`` events the way the gateway's sender does."""
-    last = removed = 0
+    """Read and remove ``total`` events the way the gateway's sender does, lingering as it does."""
+    last = removed = last_batch = 0
+    last_read = 0.0
     while removed < total:
         events = storage.peek_after(last, READ_BATCH)
         if not events:
             if not storage.peek_after(last, 1):
                 storage.wait_for_data(0.005)
             continue
+        if len(events) < READ_BATCH and (len(events) >= 2 or last_batch >= 2):
+            wait = last_read + LINGER_S - time.monotonic()  # under load: reads at least LINGER_S apart
+            if wait > 0:
+                time.sleep(wait)
+                continue  # then read the fuller batch
+        last_read, last_batch = time.monotonic(), len(events)
         last = events[-1].id
         storage.remove_through(last)
         removed += len(events)
