@@ -42,7 +42,7 @@ class _Batch:
     the batch for everyone in it).
     """
 
-    __slots__ = ("rows", "size", "puts", "receipts", "marks", "failure", "done", "lead")
+    __slots__ = ("rows", "size", "puts", "receipts", "marks", "failure", "done", "lead", "taken")
 
     def __init__(self) -> None:
         self.rows: list[bytes] = []  # the payloads of every put, in put order
@@ -53,6 +53,7 @@ class _Batch:
         self.failure: str | None = None  # set when the transaction failed (StorageFailure)
         self.done: threading.Event | None = None
         self.lead: threading.Event | None = None
+        self.taken = False  # a leader took it (normally its first put, after ``lead``; or a trim's leader)
 
 
 class SqliteStorage(EventStorage):
@@ -165,7 +166,8 @@ class SqliteStorage(EventStorage):
             self._lead()
         elif first:
             signal.wait()  # the current leader hands this batch over when its commit ends
-            self._lead()
+            if not batch.taken:  # else a trim that led took it: it is committed already
+                self._lead()
         else:
             signal.wait()
         if batch.failure is not None:
@@ -308,6 +310,7 @@ class SqliteStorage(EventStorage):
         """Take the open batch, commit it, then hand the lead to the next batch or go idle."""
         with self._lock:
             batch = self._batch  # the caller is its first put (or remove_through); others joined
+            batch.taken = True
             self._batch = _Batch()
         try:
             self._write(batch)
@@ -323,6 +326,8 @@ class SqliteStorage(EventStorage):
                         self._idle.notify_all()
             if following is not None:
                 following.set()
+            if batch.lead is not None:  # its first put came between a trim's taking the lead and this
+                batch.lead.set()
             if batch.done is not None:
                 batch.done.set()
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -293,3 +294,31 @@ def test_a_failed_commit_gives_back_the_room_its_puts_took(opened: list[SqliteSt
     assert [e.payload for e in storage.peek(10)] == [b"c", b"d"]
     stats = storage.stats()
     assert stats["failures"] == 1 and stats["put_count"] == 1 and stats["rejected_full"] == 0
+
+
+def test_a_put_queued_while_a_removal_takes_the_lead_is_committed_and_answered(
+        opened: list[SqliteStorage], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """remove_through can become the leader when no commit runs; a put arriving before that leader
+    takes the batch waits for a hand-over. The leader commits that put's batch: the put must return."""
+    storage = open_storage(opened, tmp_path / "gateway.db")
+    storage.put([b"a", b"b"])
+    through = storage.peek(10)[-1].id
+    real_lead = storage._lead
+    leading = threading.Event()
+
+    def slow_lead() -> None:
+        if threading.current_thread().name == "trimmer":
+            leading.set()
+            time.sleep(0.3)  # the window: the trimmer holds the lead but has not taken the batch yet
+        real_lead()
+
+    monkeypatch.setattr(storage, "_lead", slow_lead)
+    trimmer = threading.Thread(target=storage.remove_through, args=(through,), name="trimmer")
+    trimmer.start()
+    assert leading.wait(5)
+    putter = threading.Thread(target=storage.put, args=([b"c"],))
+    putter.start()
+    putter.join(10)
+    trimmer.join(10)
+    assert not putter.is_alive(), "the put waits forever for a hand-over nobody makes"
+    assert [e.payload for e in storage.peek(10)] == [b"c"]
