@@ -301,6 +301,8 @@ class Sender:
         self.limiter.take(publish.telemetry, publish.datapoints)
         self._count("published")
         self._count("bytes_sent", len(publish.payload))
+        if publish.through_id is not None and publish.through_id > self.max_sent_id:
+            self.max_sent_id = publish.through_id  # handed to paho: a later read of it is a re-send
         if qos > 0:
             self.inflight.append((mid, publish))
             self.waiting.add(mid)
