@@ -55,8 +55,3 @@ class PeekedSizes:
             size += weight
         self.start = last
         return count, size, last
-
-    def forget(self) -> None:
-        """Start over (the rows may have changed behind the entries)."""
-        self.entries.clear()
-        self.start = 0

@@ -26,11 +26,10 @@ log = logging.getLogger(__name__)
 #: re-take can wait a whole GIL switch interval (5 ms), so a row-per-step executemany stretched
 #: group commits under load (unpinned, 64 connections: 28 % of the ceiling; see docs/performance.md)
 _ROWS_PER_INSERT = 64
-_MEASURE = "SELECT count(*), total(length(payload)) FROM events WHERE id > ?"
+_MEASURE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ?"
 _MEASURE_RANGE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ? AND id <= ?"
 _DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
 _PEEK = "SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
-_LAST_ID = "SELECT max(id) FROM events"
 
 
 class _Batch:
@@ -42,7 +41,7 @@ class _Batch:
     the batch for everyone in it).
     """
 
-    __slots__ = ("rows", "size", "puts", "receipts", "marks", "failure", "done", "lead", "taken")
+    __slots__ = ("rows", "size", "puts", "receipts", "marks", "failure", "done", "lead")
 
     def __init__(self) -> None:
         self.rows: list[bytes] = []  # the payloads of every put, in put order
@@ -53,7 +52,6 @@ class _Batch:
         self.failure: str | None = None  # set when the transaction failed (StorageFailure)
         self.done: threading.Event | None = None
         self.lead: threading.Event | None = None
-        self.taken = False  # a leader took it (normally its first put, after ``lead``; or a trim's leader)
 
 
 class SqliteStorage(EventStorage):
@@ -84,9 +82,9 @@ class SqliteStorage(EventStorage):
         self._close_lock = threading.Lock()  # one close() at a time
         self._batch = _Batch()  # the open batch: puts join it until a leader takes it
         self._pending = 0  # events admitted, not yet committed (they count against the limits)
+        self._pending_size = 0
         self._last_id = 0  # the newest committed event's id: a peek after it needs no query
         self._peeked = PeekedSizes()  # what peeks handed out, so remove_through needs no query
-        self._pending_size = 0
         self._committing = False  # a leader is committing (or has been handed the next batch)
         self._trimmed_through = 0  # events with id <= this are removed (maybe not yet deleted)
         self._deleted_through = 0  # ... and those are deleted from the file (leader only)
@@ -109,8 +107,7 @@ class SqliteStorage(EventStorage):
             except StorageFailure:
                 self._writer.close()
                 raise
-            self._count, self._size = self._measure(self._writer, 0)
-            self._last_id = self._newest_id(self._writer)
+            self._count, self._size, self._last_id = self._measure(self._writer, 0)
             self._load_receipts()
         except BaseException:
             self._lock_file.close()
@@ -166,8 +163,7 @@ class SqliteStorage(EventStorage):
             self._lead()
         elif first:
             signal.wait()  # the current leader hands this batch over when its commit ends
-            if not batch.taken:  # else a trim that led took it: it is committed already
-                self._lead()
+            self._lead()
         else:
             signal.wait()
         if batch.failure is not None:
@@ -254,10 +250,12 @@ class SqliteStorage(EventStorage):
                 self._ages.removed_through(self._head_ordinal)
                 self._trimmed_through = last  # never past the newest event: later ids stay
                 lead = not self._committing and not self._closing
-                if lead:
+                if lead:  # the open batch is empty (a put in it would lead): delete the rows at once
                     self._committing = True
+                    # taken in this hold: a put arriving from now on waits for this leader's hand-over
+                    batch, self._batch = self._batch, _Batch()
         if lead:
-            self._lead()
+            self._lead(batch)
 
     def count(self) -> int:
         """Number of committed events."""
@@ -306,12 +304,16 @@ class SqliteStorage(EventStorage):
 
     # -- group commit -------------------------------------------------------------------------
 
-    def _lead(self) -> None:
-        """Take the open batch, commit it, then hand the lead to the next batch or go idle."""
-        with self._lock:
-            batch = self._batch  # the caller is its first put (or remove_through); others joined
-            batch.taken = True
-            self._batch = _Batch()
+    def _lead(self, batch: _Batch | None = None) -> None:
+        """Commit ``batch`` (default: take the open one), then hand the lead to the next batch or go idle.
+
+        The caller holds the lead (``_committing``). A put leading takes its own batch here, with
+        everyone who joined it meanwhile; remove_through takes its (empty) batch in the same lock
+        hold as the lead, so a put that arrives after it waits for this leader's hand-over.
+        """
+        if batch is None:
+            with self._lock:
+                batch, self._batch = self._batch, _Batch()
         try:
             self._write(batch)
         except Exception as exc:  # fail this batch, never the next one
@@ -326,8 +328,6 @@ class SqliteStorage(EventStorage):
                         self._idle.notify_all()
             if following is not None:
                 following.set()
-            if batch.lead is not None:  # its first put came between a trim's taking the lead and this
-                batch.lead.set()
             if batch.done is not None:
                 batch.done.set()
 
@@ -365,8 +365,7 @@ class SqliteStorage(EventStorage):
             else:
                 batch.failure = failure
                 stats["failures"] += batch.puts
-        if failure is not None or self._failing:
-            self._note_health(failure)
+        self._note_health(failure)
 
     def _full_reason(self, count: int, size: int) -> str:
         limits = self._limits
@@ -433,8 +432,7 @@ class SqliteStorage(EventStorage):
         except sqlite3.Error:
             pass
         self._writer = connect(self._path, self._synchronous)
-        count, size = self._measure(self._writer, self._trimmed_through)
-        self._last_id = self._newest_id(self._writer)
+        count, size, self._last_id = self._measure(self._writer, self._trimmed_through)
         self._load_receipts()
         with self._lock:
             self._count, self._size = count, size
@@ -460,19 +458,13 @@ class SqliteStorage(EventStorage):
             raise StorageFailure(f"cannot read idempotency keys or reportStrategy state from {self._path}: "
                                  f"{exc}") from exc
 
-    def _measure(self, conn: sqlite3.Connection, after: int) -> tuple[int, int]:
-        """Events with id > ``after`` and the size they count against the limits."""
+    def _measure(self, conn: sqlite3.Connection, after: int) -> tuple[int, int, int]:
+        """Events with id > ``after``, the size they count against the limits, and the newest id (or ``after``)."""
         try:
-            count, size = conn.execute(_MEASURE, (after,)).fetchone()
+            count, size, newest = conn.execute(_MEASURE, (after,)).fetchone()
         except sqlite3.Error as exc:
             raise StorageFailure(f"cannot read event storage {self._path}: {exc}") from exc
-        return count, int(size) + RECORD_OVERHEAD_BYTES * count
-
-    def _newest_id(self, conn: sqlite3.Connection) -> int:
-        try:
-            return conn.execute(_LAST_ID).fetchone()[0] or 0
-        except sqlite3.Error as exc:
-            raise StorageFailure(f"cannot read event storage {self._path}: {exc}") from exc
+        return count, int(size) + RECORD_OVERHEAD_BYTES * count, newest or after
 
     def _check_open(self) -> None:
         if self._closed:

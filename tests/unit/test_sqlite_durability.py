@@ -298,19 +298,19 @@ def test_a_failed_commit_gives_back_the_room_its_puts_took(opened: list[SqliteSt
 
 def test_a_put_queued_while_a_removal_takes_the_lead_is_committed_and_answered(
         opened: list[SqliteStorage], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """remove_through can become the leader when no commit runs; a put arriving before that leader
-    takes the batch waits for a hand-over. The leader commits that put's batch: the put must return."""
+    """remove_through can become the leader when no commit runs; a put arriving while it leads waits
+    for a hand-over, which the trim's leader must make: the put must return, its data stored."""
     storage = open_storage(opened, tmp_path / "gateway.db")
     storage.put([b"a", b"b"])
     through = storage.peek(10)[-1].id
     real_lead = storage._lead
     leading = threading.Event()
 
-    def slow_lead() -> None:
+    def slow_lead(*args: object) -> None:
         if threading.current_thread().name == "trimmer":
             leading.set()
-            time.sleep(0.3)  # the window: the trimmer holds the lead but has not taken the batch yet
-        real_lead()
+            time.sleep(0.3)  # the window: the trimmer holds the lead, its commit has not begun
+        real_lead(*args)
 
     monkeypatch.setattr(storage, "_lead", slow_lead)
     trimmer = threading.Thread(target=storage.remove_through, args=(through,), name="trimmer")
