@@ -37,6 +37,7 @@ The model (:func:`model_rps`) is an upper bound for a closed loop of ``c`` conne
 """
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import tempfile
@@ -240,8 +241,7 @@ class Limits:
         cost = self.put_costs.get(self.key(storage, threads))
         if cost is None:
             return None
-        drained = cost.drained_cpu_us
-        return (cost.cpu_us if drained != drained else drained) / 1e6
+        return (cost.cpu_us if math.isnan(cost.drained_cpu_us) else cost.drained_cpu_us) / 1e6
 
     def commit_wait_s(self, storage: str) -> float:
         """What a durable request waits for besides CPU: one fsynced commit for power, nothing otherwise."""

@@ -207,7 +207,6 @@ class Sender:
         self.last_batch = len(events)
         if result.last_id is not None:
             self._count("events_sent", len(events))
-            self.max_sent_id = max(self.max_sent_id, result.last_id)
 
     def _linger_time(self, events: list[StoredEvent]) -> float:
         """How long to wait for more events before packing ``events`` (0: publish now).
