@@ -1,0 +1,121 @@
+"""The REST server's waitress channel: the I/O loop waits for write readiness only when it can send.
+
+A channel whose worker is sending its own answer (holding the output lock) must not be offered to
+``select`` as writable: waitress would find the lock taken and loop at once, holding the GIL the
+worker needs (docs/performance.md, "The I/O thread's spin"). The bytes must still all arrive.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from waitress.server import create_server
+
+from connectors.rest.model import ServerConfig
+from connectors.rest.server import GatewayChannel, HttpServer
+
+
+def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+@pytest.fixture()
+def channel() -> Iterator[GatewayChannel]:
+    server = create_server(hello, host="127.0.0.1", port=0, threads=1)
+    mine, peer = socket.socketpair()
+    made = GatewayChannel(server, mine, ("127.0.0.1", 1), server.adj, map={})
+    try:
+        yield made
+    finally:
+        made.close()
+        peer.close()
+        server.close()
+        server.task_dispatcher.shutdown(timeout=5)
+
+
+def queue_output(channel: GatewayChannel, data: bytes) -> None:
+    channel.outbufs[-1].append(data)
+    channel.total_outbufs_len += len(data)
+
+
+def test_an_idle_channel_is_not_writable(channel: GatewayChannel) -> None:
+    assert not channel.writable()
+
+
+def test_output_with_no_running_task_is_writable(channel: GatewayChannel) -> None:
+    queue_output(channel, b"HTTP/1.1 200 OK\r\n\r\n")
+    assert channel.writable()
+
+
+def test_a_running_tasks_output_waits_while_its_worker_holds_the_lock(channel: GatewayChannel) -> None:
+    channel.requests = [object()]  # a task is running on this channel
+    queue_output(channel, b"HTTP/1.1 200 OK\r\n\r\n")
+    held, release = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        with channel.outbuf_lock:
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert held.wait(5)
+        assert not channel.writable(), "select would return at once and the I/O thread would spin"
+    finally:
+        release.set()
+        thread.join(5)
+    assert channel.writable(), "bytes left once the worker let go must be sent by the I/O thread"
+
+
+def test_a_channel_to_close_stays_writable(channel: GatewayChannel) -> None:
+    channel.close_when_flushed = True
+    assert channel.writable()
+
+
+def streaming(size: int, chunk: int) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+        for start in range(0, size, chunk):
+            yield bytes([start // chunk % 251]) * min(chunk, size - start)
+    return app
+
+
+def test_answers_larger_than_the_socket_buffer_arrive_whole_on_concurrent_connections() -> None:
+    """The worker leaves bytes the socket cannot take; the I/O thread must send them once it can."""
+    size, chunk = 3_000_000, 65_536
+    server = HttpServer(streaming(size, chunk), ServerConfig(port=0, threads=4), logging.getLogger("test"))
+    server.start()
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            for _ in range(3):  # keep-alive: the next request follows the long answer on one connection
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+                conn.request("GET", "/")
+                results.append(conn.getresponse().read())
+                conn.request("GET", "/")
+                results.append(conn.getresponse().read())
+                conn.close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    clients = [threading.Thread(target=fetch) for _ in range(6)]
+    try:
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(60)
+    finally:
+        server.stop(timeout=2)
+    assert not errors
+    expected = b"".join(bytes([start // chunk % 251]) * min(chunk, size - start) for start in range(0, size, chunk))
+    assert len(results) == 36
+    assert all(body == expected for body in results)
