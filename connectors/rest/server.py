@@ -9,7 +9,7 @@ from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 
 from connectors.rest.client_address import PeerRegistry, RealClientAddress
 from connectors.rest.forwarded import ForwardedClientAddress, TrustedProxies
@@ -36,6 +36,26 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+class OneSendTask(WSGITask):
+    """A WSGI task that sends a whole small answer, head and body, in one ``send``.
+
+    waitress writes the head and then each body chunk with a ``send`` of its own. The gateway's
+    answers are one chunk with a Content-Length, so that is two sends, two TCP segments and two
+    hand-overs of the GIL (each send releases it) per request. When the first body chunk is the
+    whole body, both go out together; anything else is left to waitress.
+    """
+
+    def write(self, data: bytes) -> None:
+        if (not self.wrote_header and data and self.complete and self.has_body
+                and not self.chunked_response and self.content_length == len(data)):
+            head = self.build_response_header()
+            self.wrote_header = True
+            self.content_bytes_written += len(data)
+            self.channel.write_soon(head + data)
+            return
+        super().write(data)
+
+
 class GatewayChannel(HTTPChannel):
     """A waitress channel with JSON error answers that remembers when its unfinished request head began.
 
@@ -45,6 +65,7 @@ class GatewayChannel(HTTPChannel):
     """
 
     error_task_class = JsonErrorTask
+    task_class = OneSendTask
     head_started: float | None = None
 
     def writable(self) -> bool:

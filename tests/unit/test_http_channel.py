@@ -3,6 +3,7 @@
 A channel whose worker is sending its own answer (holding the output lock) must not be offered to
 ``select`` as writable: waitress would find the lock taken and loop at once, holding the GIL the
 worker needs (docs/performance.md, "The I/O thread's spin"). The bytes must still all arrive.
+A one-piece answer leaves in one send, byte for byte what waitress would have sent in two.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from waitress.server import create_server
+from waitress.task import WSGITask
 
 from connectors.rest.model import ServerConfig
 from connectors.rest.server import GatewayChannel, HttpServer
@@ -119,3 +121,64 @@ def test_answers_larger_than_the_socket_buffer_arrive_whole_on_concurrent_connec
     expected = b"".join(bytes([start // chunk % 251]) * min(chunk, size - start) for start in range(0, size, chunk))
     assert len(results) == 36
     assert all(body == expected for body in results)
+
+
+def raw_exchange(app: Any, request: bytes, plain: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int]:
+    """The bytes one request gets back, and how many times the worker handed output to the channel."""
+    sends: list[int] = []
+    original = GatewayChannel.write_soon
+
+    def counting(self: GatewayChannel, data: Any) -> int:
+        sends.append(len(data))
+        return original(self, data)
+
+    monkeypatch.setattr(GatewayChannel, "write_soon", counting)
+    if plain:
+        monkeypatch.setattr(GatewayChannel, "task_class", WSGITask)
+    server = HttpServer(app, ServerConfig(port=0, threads=2), logging.getLogger("test"))
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            conn.sendall(request)
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+    finally:
+        server.stop(timeout=2)
+        monkeypatch.undo()
+    head, _, body = received.partition(b"\r\n\r\n")
+    kept = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"date:")]
+    return b"\r\n".join(kept) + b"\r\n\r\n" + body, len(sends)
+
+
+def chunked(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])  # no Content-Length: chunked encoding
+    yield b"first"
+    yield b"second"
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def test_a_one_piece_answer_goes_out_in_one_send_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    mine, sends = raw_exchange(hello, GET, plain=False, monkeypatch=monkeypatch)
+    theirs, their_sends = raw_exchange(hello, GET, plain=True, monkeypatch=monkeypatch)
+    assert mine == theirs and mine.endswith(b"\r\n\r\nok")
+    assert (sends, their_sends) == (1, 2)
+
+
+@pytest.mark.parametrize("app", [streaming(200_000, 65_536), chunked], ids=["streamed", "chunked"])
+def test_other_answers_are_left_to_waitress(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine, sends = raw_exchange(app, GET, plain=False, monkeypatch=monkeypatch)
+    theirs, their_sends = raw_exchange(app, GET, plain=True, monkeypatch=monkeypatch)
+    assert mine == theirs and sends == their_sends
+
+
+def test_an_answer_without_a_body_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_content(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("204 No Content", [])
+        return [b""]
+
+    mine, _ = raw_exchange(no_content, GET, plain=False, monkeypatch=monkeypatch)
+    theirs, _ = raw_exchange(no_content, GET, plain=True, monkeypatch=monkeypatch)
+    assert mine == theirs and mine.startswith(b"HTTP/1.1 204")
