@@ -73,6 +73,8 @@ class CustomConverter(Converter):
             parsed = json.loads(text)
         except ValueError:
             parsed = dict(parse_qsl(text, keep_blank_values=True))
+        except RecursionError:  # [[[[...]]]]: json gives up on deep nesting this way, not ValueError
+            raise ConversionError("JSON nested too deeply: expected a flat JSON object") from None
         if not isinstance(parsed, dict) or not parsed:
             raise ConversionError("expected a JSON object or temp=..&hum=.. fields")
         return parsed

@@ -57,3 +57,10 @@ def test_missing_name_field_is_a_conversion_error() -> None:
 def test_unusable_raw_body_is_a_conversion_error(body: bytes) -> None:
     with pytest.raises(ConversionError, match="expected a JSON object"):
         make(LEGACY).convert(LEGACY, body)
+
+
+def test_deeply_nested_raw_json_is_a_conversion_error_not_a_crash() -> None:
+    """Found by tests/fuzz/test_http_daemon.py: json.loads raises RecursionError, not ValueError."""
+    body = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ConversionError, match="nested too deeply"):
+        make(LEGACY).convert(LEGACY, body)
