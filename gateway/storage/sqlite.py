@@ -1,7 +1,6 @@
 """SQLite event storage: a durable FIFO whose concurrent puts share one commit (leader/follower)."""
 from __future__ import annotations
 
-import functools
 import logging
 import sqlite3
 import threading
@@ -18,17 +17,11 @@ from gateway.storage.base import EventStorage, StorageFailure, StorageFull, Stor
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
 from gateway.storage.peeked import PeekedSizes
 from gateway.storage.sqlite_file import SYNCHRONOUS, claim, connect
+from gateway.storage.sqlite_writer import DELETE_THROUGH, SqliteWriter, rollback
 
 log = logging.getLogger(__name__)
 
-#: rows per INSERT statement: one multi-row VALUES statement is one sqlite3_step, and Python's
-#: sqlite3 releases and re-takes the GIL around every step; with busy threads on another core each
-#: re-take can wait a whole GIL switch interval (5 ms), so a row-per-step executemany stretched
-#: group commits under load (unpinned, 64 connections: 28 % of the ceiling; see docs/performance.md)
-_ROWS_PER_INSERT = 64
-_MEASURE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ?"
 _MEASURE_RANGE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ? AND id <= ?"
-_DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
 _PEEK = "SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
 
 
@@ -87,28 +80,23 @@ class SqliteStorage(EventStorage):
         self._peeked = PeekedSizes()  # what peeks handed out, so remove_through needs no query
         self._committing = False  # a leader is committing (or has been handed the next batch)
         self._trimmed_through = 0  # events with id <= this are removed (maybe not yet deleted)
-        self._deleted_through = 0  # ... and those are deleted from the file (leader only)
         self._closing = False
         self._closed = False
         self._failing = False
-        self._writer_broken = False  # only the leader reads or writes this
         self._stats = {"put_count": 0, "rejected_full": 0, "failures": 0, "commits": 0}
         self.commit_latency = Histogram()  # seconds per group commit (one transaction, one fsync)
         self._ages = AgeMarks()  # ordinals: events counted in store order since open
-        self._receipts = sqlite_receipts.ReceiptTable()  # the leader only, like the writer
-        self._marks = sqlite_report_marks.MarkTable()  # the leader only, like the writer
         self._head_ordinal = 0  # ordinal of the oldest stored event
         self._next_ordinal = 0
         self._lock_file = claim(self._path)
         try:
-            self._writer = connect(self._path, self._synchronous)
+            self._writer = SqliteWriter(self._path, self._synchronous)  # the commit's leader only
             try:
                 self._reader = connect(self._path, "NORMAL")
             except StorageFailure:
                 self._writer.close()
                 raise
-            self._count, self._size, self._last_id = self._measure(self._writer, 0)
-            self._load_receipts()
+            self._count, self._size, self._last_id = self._writer.measure(0)
         except BaseException:
             self._lock_file.close()
             raise
@@ -199,10 +187,10 @@ class SqliteStorage(EventStorage):
                 forgotten = sqlite_report_marks.forget(conn, scope, keys)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                _rollback(conn)
+                rollback(conn)
                 raise StorageFailure(f"cannot delete reportStrategy state from {self._path}: {exc}") from exc
         if forgotten:
-            self._marks.recount = True
+            self._writer.marks.recount = True
 
     def peek(self, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest committed events, in order, without removing them."""
@@ -295,7 +283,7 @@ class SqliteStorage(EventStorage):
             self._delete_trimmed()
             with self._read_lock:
                 self._closed = True
-                for conn in (self._writer, self._reader):
+                for conn in (self._writer.conn, self._reader):
                     try:
                         conn.close()
                     except sqlite3.Error as exc:  # nothing is pending; report and go on
@@ -378,66 +366,40 @@ class SqliteStorage(EventStorage):
 
         Returns None on success, else why it failed.
         """
+        writer = self._writer
         try:
-            if self._writer_broken:
+            if writer.broken:
                 self._reopen_writer()
-            conn = self._writer
-            trim = self._trimmed_through
-            conn.execute("BEGIN IMMEDIATE")
-            if trim > self._deleted_through:
-                conn.execute(_DELETE_THROUGH, (trim,))
-            newest = self._last_id
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start:start + _ROWS_PER_INSERT]
-                newest = conn.execute(_insert_statement(len(chunk)), chunk).lastrowid
-            if receipts:
-                now = time.time()
-                purge = self._receipts.purge_due(now)
-                counts = self._receipts.write(conn, receipts, now)
-            mark_counts = self._marks.write(conn, marks) if marks else None
-            conn.execute("COMMIT")
-            self._last_id = newest  # committed: peeks may now read up to it
-            if receipts:
-                self._receipts.committed(counts, now, purge)
-            if mark_counts is not None:
-                self._marks.committed(mark_counts)
-            self._deleted_through = trim
-            return None
+            self._last_id = writer.commit(rows, receipts, marks, self._trimmed_through, self._last_id)
+            return None  # committed: peeks may now read up to the new last id
         except (sqlite3.Error, StorageFailure) as exc:
-            self._writer_broken = True
-            _rollback(self._writer)
+            writer.failed()
             return f"cannot store events in {self._path}: {exc}"
 
     def _delete_trimmed(self) -> None:
         """Delete the removed rows on the reader connection (no fsync); the leader only."""
         trim = self._trimmed_through
-        if trim <= self._deleted_through:
+        if trim <= self._writer.deleted_through:
             return
         with self._read_lock:
             conn = self._reader
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(_DELETE_THROUGH, (trim,))
+                conn.execute(DELETE_THROUGH, (trim,))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:  # the rows stay, out of the queue; the next commit retries
-                _rollback(conn)
+                rollback(conn)
                 log.warning("cannot delete delivered events from %s: %s", self._path, exc)
                 return
-        self._deleted_through = trim
+        self._writer.deleted_through = trim
 
     def _reopen_writer(self) -> None:
-        """Replace a connection that failed mid-transaction and recount what is really stored."""
-        try:
-            self._writer.close()
-        except sqlite3.Error:
-            pass
-        self._writer = connect(self._path, self._synchronous)
-        count, size, self._last_id = self._measure(self._writer, self._trimmed_through)
-        self._load_receipts()
+        """Replace a writer connection that failed mid-transaction and recount what is really stored."""
+        self._writer.reopen()
+        count, size, self._last_id = self._writer.measure(self._trimmed_through)
         with self._lock:
             self._count, self._size = count, size
             self._next_ordinal = self._head_ordinal + count
-        self._writer_broken = False
 
     def _note_health(self, failure: str | None) -> None:
         """Log a change between healthy and failing once, not once per batch."""
@@ -449,37 +411,6 @@ class SqliteStorage(EventStorage):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _load_receipts(self) -> None:
-        """Count the stored receipts and reportStrategy marks (their bounds are kept per scope)."""
-        try:
-            self._receipts.load(self._writer)
-            self._marks.load(self._writer)
-        except sqlite3.Error as exc:
-            raise StorageFailure(f"cannot read idempotency keys or reportStrategy state from {self._path}: "
-                                 f"{exc}") from exc
-
-    def _measure(self, conn: sqlite3.Connection, after: int) -> tuple[int, int, int]:
-        """Events with id > ``after``, the size they count against the limits, and the newest id (or ``after``)."""
-        try:
-            count, size, newest = conn.execute(_MEASURE, (after,)).fetchone()
-        except sqlite3.Error as exc:
-            raise StorageFailure(f"cannot read event storage {self._path}: {exc}") from exc
-        return count, int(size) + RECORD_OVERHEAD_BYTES * count, newest or after
-
     def _check_open(self) -> None:
         if self._closed:
             raise StorageFailure(f"event storage {self._path} is closed")
-
-
-@functools.cache
-def _insert_statement(rows: int) -> str:
-    """``INSERT`` of ``rows`` payloads in one statement; ids follow the order of the values."""
-    return "INSERT INTO events(payload) VALUES " + ",".join(["(?)"] * rows)
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    try:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        log.debug("rollback failed: %s", exc)

@@ -92,7 +92,7 @@ def test_sqlite_deletes_expired_receipts(tmp_path) -> None:
     storage = SqliteStorage(path, SizeLimits(1000, 1 << 30))
     try:
         storage.put([b"x"], receipt("old", expires=1.0))  # long expired: deleted by the next write's purge
-        storage._receipts._purged_at = float("-inf")  # the purge runs at most once a minute
+        storage._writer.receipts._purged_at = float("-inf")  # the purge runs at most once a minute
         storage.put([b"x"], receipt("new", expires=4_000_000_000.0))
     finally:
         storage.close()

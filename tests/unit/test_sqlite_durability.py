@@ -263,8 +263,8 @@ def test_the_durability_level_sets_how_commits_are_synced(opened: list[SqliteSto
                                                           durability: str, synchronous: int) -> None:
     storage = SqliteStorage(str(tmp_path / "gateway.db"), LIMITS, durability=durability)
     opened.append(storage)
-    assert storage._writer.execute("PRAGMA synchronous").fetchone()[0] == synchronous  # white box: the commit path
-    assert storage._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert storage._writer.conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous  # white box: the commit path
+    assert storage._writer.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     storage.put([b"a"])
     assert [e.payload for e in storage.peek(10)] == [b"a"]
 
