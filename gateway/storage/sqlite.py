@@ -5,7 +5,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from itertools import starmap
 
 from gateway.receipts import Receipt
@@ -16,8 +17,8 @@ from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
 from gateway.storage.peeked import PeekedSizes
-from gateway.storage.sqlite_file import SYNCHRONOUS, claim, connect
-from gateway.storage.sqlite_writer import DELETE_THROUGH, SqliteWriter, rollback
+from gateway.storage.sqlite_file import DELETE_THROUGH, SYNCHRONOUS, claim, connect, rollback
+from gateway.storage.sqlite_writer import SqliteWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class SqliteStorage(EventStorage):
         self._peeked = PeekedSizes()  # what peeks handed out, so remove_through needs no query
         self._committing = False  # a leader is committing (or has been handed the next batch)
         self._trimmed_through = 0  # events with id <= this are removed (maybe not yet deleted)
+        self._deleted_through = 0  # ... and those are deleted from the file (leader only)
         self._closing = False
         self._closed = False
         self._failing = False
@@ -159,36 +161,22 @@ class SqliteStorage(EventStorage):
 
     def find_receipt(self, scope: str, key: str, now: float) -> Receipt | None:
         """The committed, unexpired receipt of ``key`` in ``scope`` (survives a restart, like the events)."""
-        with self._read_lock:
-            self._check_open()
-            try:
-                return sqlite_receipts.find(self._reader, scope, key, now)
-            except sqlite3.Error as exc:
-                raise StorageFailure(f"cannot read idempotency keys from {self._path}: {exc}") from exc
+        with self._reading("read idempotency keys from") as reader:
+            return sqlite_receipts.find(reader, scope, key, now)
 
     def report_marks(self, scope: str) -> list[ReportMark]:
         """The committed marks of ``scope``, least recently reported first (survive a restart, like the events)."""
-        with self._read_lock:
-            self._check_open()
-            try:
-                return sqlite_report_marks.read(self._reader, scope)
-            except sqlite3.Error as exc:
-                raise StorageFailure(f"cannot read reportStrategy state from {self._path}: {exc}") from exc
+        with self._reading("read reportStrategy state from") as reader:
+            return sqlite_report_marks.read(reader, scope)
 
     def forget_report_marks(self, scope: str, keys: Sequence[tuple[str, str]]) -> None:
         """Delete those marks at once (not fsynced: a later commit that is makes it durable with it)."""
         if not keys:
             return
-        with self._read_lock:
-            self._check_open()
-            conn = self._reader
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                forgotten = sqlite_report_marks.forget(conn, scope, keys)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                rollback(conn)
-                raise StorageFailure(f"cannot delete reportStrategy state from {self._path}: {exc}") from exc
+        with self._reading("delete reportStrategy state from") as reader:
+            reader.execute("BEGIN IMMEDIATE")
+            forgotten = sqlite_report_marks.forget(reader, scope, keys)
+            reader.execute("COMMIT")
         if forgotten:
             self._writer.marks.recount = True
 
@@ -198,15 +186,11 @@ class SqliteStorage(EventStorage):
 
     def peek_after(self, event_id: int, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` oldest committed events with id > ``event_id``, in order, without removing them."""
-        with self._read_lock:
-            self._check_open()
+        with self._reading("read events from") as reader:
             after = max(self._trimmed_through, event_id)
             if after >= self._last_id:  # nothing newer is committed (the sender's idle check)
                 return []
-            try:
-                rows = self._reader.execute(_PEEK, (after, max(limit, 0))).fetchall()
-            except sqlite3.Error as exc:
-                raise StorageFailure(f"cannot read events from {self._path}: {exc}") from exc
+            rows = reader.execute(_PEEK, (after, max(limit, 0))).fetchall()
             self._peeked.read(after, rows)
         return list(starmap(StoredEvent, rows))
 
@@ -218,17 +202,13 @@ class SqliteStorage(EventStorage):
         fsynced; see docs/storage.md).
         """
         with self._trim_lock:
-            with self._read_lock:
-                self._check_open()
+            with self._reading("remove events from") as reader:
                 start = self._trimmed_through
                 known = self._peeked.remove_through(start, event_id)  # the sender removes what it read
                 if known is not None:
                     removed, size, last = known
                 else:
-                    try:
-                        removed, size, last = self._reader.execute(_MEASURE_RANGE, (start, event_id)).fetchone()
-                    except sqlite3.Error as exc:
-                        raise StorageFailure(f"cannot remove events from {self._path}: {exc}") from exc
+                    removed, size, last = reader.execute(_MEASURE_RANGE, (start, event_id)).fetchone()
             if not removed:
                 return
             with self._lock:
@@ -283,9 +263,9 @@ class SqliteStorage(EventStorage):
             self._delete_trimmed()
             with self._read_lock:
                 self._closed = True
-                for conn in (self._writer.conn, self._reader):
+                for close in (self._writer.close, self._reader.close):
                     try:
-                        conn.close()
+                        close()
                     except sqlite3.Error as exc:  # nothing is pending; report and go on
                         log.warning("closing event storage %s: %s", self._path, exc)
                 self._lock_file.close()
@@ -370,7 +350,10 @@ class SqliteStorage(EventStorage):
         try:
             if writer.broken:
                 self._reopen_writer()
-            self._last_id = writer.commit(rows, receipts, marks, self._trimmed_through, self._last_id)
+            trim = self._trimmed_through
+            delete = trim if trim > self._deleted_through else None
+            self._last_id = writer.commit(rows, receipts, marks, delete, self._last_id)
+            self._deleted_through = trim
             return None  # committed: peeks may now read up to the new last id
         except (sqlite3.Error, StorageFailure) as exc:
             writer.failed()
@@ -379,7 +362,7 @@ class SqliteStorage(EventStorage):
     def _delete_trimmed(self) -> None:
         """Delete the removed rows on the reader connection (no fsync); the leader only."""
         trim = self._trimmed_through
-        if trim <= self._writer.deleted_through:
+        if trim <= self._deleted_through:
             return
         with self._read_lock:
             conn = self._reader
@@ -391,7 +374,7 @@ class SqliteStorage(EventStorage):
                 rollback(conn)
                 log.warning("cannot delete delivered events from %s: %s", self._path, exc)
                 return
-        self._writer.deleted_through = trim
+        self._deleted_through = trim
 
     def _reopen_writer(self) -> None:
         """Replace a writer connection that failed mid-transaction and recount what is really stored."""
@@ -410,6 +393,18 @@ class SqliteStorage(EventStorage):
         self._failing = failure is not None
 
     # -- helpers --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The reader connection, under its lock, on an open storage; an SQLite error there rolls back
+        and becomes ``StorageFailure("cannot <what> <path>: ...")``."""
+        with self._read_lock:
+            self._check_open()
+            try:
+                yield self._reader
+            except sqlite3.Error as exc:
+                rollback(self._reader)
+                raise StorageFailure(f"cannot {what} {self._path}: {exc}") from exc
 
     def _check_open(self) -> None:
         if self._closed:

@@ -3,14 +3,19 @@ with the synchronous level of ``storage.durability``, the schema created where m
 from __future__ import annotations
 
 import fcntl
+import logging
 import sqlite3
 from typing import TextIO
 
 from gateway.storage import sqlite_receipts, sqlite_report_marks
 from gateway.storage.base import StorageFailure
 
-__all__ = ["SYNCHRONOUS", "claim", "connect"]
+__all__ = ["DELETE_THROUGH", "SYNCHRONOUS", "claim", "connect", "rollback"]
 
+log = logging.getLogger(__name__)
+
+#: removes delivered events: in a group commit, or on its own when no commit runs
+DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)"
 _BUSY_TIMEOUT_S = 10.0
 _WAL_LIMIT_BYTES = 16 * 1024 * 1024
@@ -60,3 +65,12 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
         if conn is not None:
             conn.close()
         raise StorageFailure(f"cannot open event storage {path}: {exc}") from exc
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back an open transaction; a failure to do so is only logged (the connection is replaced)."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.debug("rollback failed: %s", exc)

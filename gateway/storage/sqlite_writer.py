@@ -4,7 +4,6 @@ a transaction fails. Only the commit's leader uses it (see :class:`gateway.stora
 from __future__ import annotations
 
 import functools
-import logging
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -14,9 +13,7 @@ from gateway.report_marks import ReportMark
 from gateway.storage import sqlite_receipts, sqlite_report_marks
 from gateway.storage.base import StorageFailure
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES
-from gateway.storage.sqlite_file import connect
-
-log = logging.getLogger(__name__)
+from gateway.storage.sqlite_file import DELETE_THROUGH, connect, rollback
 
 #: rows per INSERT statement: one multi-row VALUES statement is one sqlite3_step, and Python's
 #: sqlite3 releases and re-takes the GIL around every step; with busy threads on another core each
@@ -24,7 +21,6 @@ log = logging.getLogger(__name__)
 #: group commits under load (unpinned, 64 connections: 28 % of the ceiling; see docs/performance.md)
 _ROWS_PER_INSERT = 64
 _MEASURE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ?"
-DELETE_THROUGH = "DELETE FROM events WHERE id <= ?"
 
 
 class SqliteWriter:
@@ -35,7 +31,6 @@ class SqliteWriter:
         self._synchronous = synchronous
         self.conn = connect(path, synchronous)
         self.broken = False  # a transaction failed: reopen before the next one
-        self.deleted_through = 0  # rows with id <= this are deleted from the file
         self.receipts = sqlite_receipts.ReceiptTable()
         self.marks = sqlite_report_marks.MarkTable()
         try:
@@ -53,17 +48,17 @@ class SqliteWriter:
         return count, int(size) + RECORD_OVERHEAD_BYTES * count, newest or after
 
     def commit(self, rows: list[bytes], receipts: Sequence[Receipt], marks: Sequence[ReportMark],
-               trim: int, newest: int) -> int:
-        """Insert ``rows`` (after deleting rows with id <= ``trim``) with ``receipts`` and ``marks`` in one
-        transaction; returns the id of the last row (``newest`` when there is none).
+               delete_through: int | None, newest: int) -> int:
+        """Insert ``rows`` with ``receipts`` and ``marks`` (after deleting rows with id <= ``delete_through``,
+        if given) in one transaction; returns the id of the last row (``newest`` when there is none).
 
         Raises sqlite3.Error or StorageFailure with the transaction left open: the caller calls
         :meth:`failed`.
         """
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
-        if trim > self.deleted_through:
-            conn.execute(DELETE_THROUGH, (trim,))
+        if delete_through is not None:
+            conn.execute(DELETE_THROUGH, (delete_through,))
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start:start + _ROWS_PER_INSERT]
             newest = conn.execute(_insert_statement(len(chunk)), chunk).lastrowid
@@ -77,7 +72,6 @@ class SqliteWriter:
             self.receipts.committed(counts, now, purge)
         if mark_counts is not None:
             self.marks.committed(mark_counts)
-        self.deleted_through = trim
         return newest
 
     def failed(self) -> None:
@@ -112,12 +106,3 @@ class SqliteWriter:
 def _insert_statement(rows: int) -> str:
     """``INSERT`` of ``rows`` payloads in one statement; ids follow the order of the values."""
     return "INSERT INTO events(payload) VALUES " + ",".join(["(?)"] * rows)
-
-
-def rollback(conn: sqlite3.Connection) -> None:
-    """Roll back an open transaction; a failure to do so is only logged (the connection is replaced)."""
-    try:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        log.debug("rollback failed: %s", exc)

@@ -322,3 +322,29 @@ def test_a_put_queued_while_a_removal_takes_the_lead_is_committed_and_answered(
     trimmer.join(10)
     assert not putter.is_alive(), "the put waits forever for a hand-over nobody makes"
     assert [e.payload for e in storage.peek(10)] == [b"c"]
+
+
+@pytest.mark.parametrize(("read", "what"), [
+    (lambda s: s.peek(10), "cannot read events from"),
+    (lambda s: s.remove_through(10**9), "cannot remove events from"),
+    (lambda s: s.find_receipt("scope", "key", time.time()), "cannot read idempotency keys from"),
+    (lambda s: s.report_marks("scope"), "cannot read reportStrategy state from"),
+    (lambda s: s.forget_report_marks("scope", [("device", "key")]), "cannot delete reportStrategy state from"),
+], ids=["peek", "remove_through", "find_receipt", "report_marks", "forget_report_marks"])
+def test_a_failing_read_names_what_and_the_file_and_puts_go_on(opened: list[SqliteStorage], tmp_path: Path,
+                                                              read: object, what: str) -> None:
+    """Reads go through one connection; when SQLite fails there the caller gets a StorageFailure, not sqlite3's."""
+    path = tmp_path / "gateway.db"
+    storage = open_storage(opened, path)
+    storage.put([b"a"])
+    healthy = storage._reader  # white box: break the reader connection only
+    broken = sqlite3.connect(":memory:", check_same_thread=False)
+    broken.close()  # any use raises sqlite3.ProgrammingError, an sqlite3.Error
+    storage._reader = broken
+    try:
+        with pytest.raises(StorageFailure, match=f"{what} {path}"):
+            read(storage)  # type: ignore[operator]
+    finally:
+        storage._reader = healthy
+    storage.put([b"b"])
+    assert [e.payload for e in storage.peek(10)] == [b"a", b"b"]
