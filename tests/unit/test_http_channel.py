@@ -118,7 +118,7 @@ def test_answers_larger_than_the_socket_buffer_arrive_whole_on_concurrent_connec
     finally:
         server.stop(timeout=2)
     assert not errors
-    expected = b"".join(bytes([start // chunk % 251]) * min(chunk, size - start) for start in range(0, size, chunk))
+    expected = b"".join(streaming(size, chunk)({}, lambda *args: None))
     assert len(results) == 36
     assert all(body == expected for body in results)
 
