@@ -46,6 +46,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from gateway.config.model import ThingsBoardConfig
 from gateway.storage.base import EventStorage
 from gateway.storage.memory import MemoryStorage, SizeLimits
 from gateway.storage.sqlite import SYNCHRONOUS, SqliteStorage
@@ -54,7 +55,8 @@ PAYLOAD = (b'{"device":"SN-001"\n,"type":"Thermometer"\n,"attributes":{"model":"
            b',"telemetry":[\n{"ts":1700000000000,"values":{"temperature":32.0,"humidity":67.0}}\n]\n}')
 STORAGES = ("sqlite-power", "sqlite-process", "memory")
 READ_BATCH = 1000  # storage.read_records_count's default: what the sender asks for at a time
-LINGER_S = 0.005  # thingsboard.sendLingerMs's default: under load the sender reads at most this often
+#: thingsboard.sendLingerMs's default: under load the sender reads at most this often
+LINGER_S = ThingsBoardConfig().send_linger_ms / 1000
 
 
 def model_rps(http_cpu_s: float, put_cpu_s: float, commit_wait_s: float, in_flight: int) -> float:

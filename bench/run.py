@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gateway-threads", type=int, default=None, help="REST connector threads (default: its own)")
     parser.add_argument("--gateway-rev", metavar="REV",
                         help="measure the gateway as committed at REV (git archive), not the working tree")
+    parser.add_argument("--linger-ms", type=float, default=None,
+                        help="experiment: the gateway's thingsboard.sendLingerMs (default: the gateway's own)")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="experiment: run the gateway with sys.setswitchinterval(S) (CPython default 0.005)")
     parser.add_argument("--log-level", default="INFO", help="gateway logLevel")
@@ -127,7 +129,7 @@ def measure(args: argparse.Namespace, system: str, scenario: Scenario, connectio
             server = GatewayServer(workdir, server_cpus, storage, broker, scenario.mapping(),
                                    args.gateway_threads, args.log_level, args.code_root,
                                    args.switch_interval, rest_extra=scenario.rest_extra(), durability=durability,
-                                   metrics=gateway_metrics(system))
+                                   metrics=gateway_metrics(system), linger_ms=args.linger_ms)
         counter = DeliveryCounter(broker.port).start() if server.delivers else None
         try:
             server.start()

@@ -226,8 +226,9 @@ class GatewayServer(Server):
                  mapping: dict[str, Any], threads: int | None, log_level: str = "INFO",
                  code_root: str = ROOT, switch_interval: float | None = None,
                  rest_extra: dict[str, Any] | None = None, durability: str = "power",
-                 metrics: bool = True) -> None:
-        """``metrics`` False: the admin listener is off, so connectors skip request counting too."""
+                 metrics: bool = True, linger_ms: float | None = None) -> None:
+        """``metrics`` False: the admin listener is off, so connectors skip request counting too;
+        ``linger_ms`` (None: the gateway's default) is written as ``thingsboard.sendLingerMs``."""
         self.name = gateway_system_name(storage, durability, metrics)
         self.switch_interval = switch_interval
         super().__init__(workdir, cpus, code_root)
@@ -250,6 +251,8 @@ class GatewayServer(Server):
             # and the gateway then refuses to start; port 0 turns the listener (and metrics) off
             "admin": {"port": free_port() if metrics else 0},
         }
+        if linger_ms is not None:
+            general["thingsboard"]["sendLingerMs"] = linger_ms
         with open(os.path.join(workdir, "rest.json"), "w", encoding="utf-8") as fh:
             json.dump(rest, fh, indent=2)
         self.config_path = os.path.join(workdir, "gateway.yaml")

@@ -52,7 +52,7 @@ class ThingsBoardConfig:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     min_reconnect_delay: float = 1.0
     max_reconnect_delay: float = 60.0
-    send_linger_ms: float = 5.0  # under load, publishes of stored events at least this far apart
+    send_linger_ms: float = 20.0  # under load, publishes of stored events at least this far apart
     device_activity: DeviceActivityConfig = field(default_factory=DeviceActivityConfig)
     #: remoteConfiguration: report the config to ThingsBoard and take connector/log level changes from it
     remote_configuration: bool = False

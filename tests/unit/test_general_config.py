@@ -267,7 +267,7 @@ def test_fuzz_yaml_text_never_crashes(text: str) -> None:
 
 def test_send_linger_is_read_defaulted_and_bounded(tmp_path: Path) -> None:
     default = load_config(write_set(tmp_path, GENERAL), env={}).gateway.thingsboard
-    assert default.send_linger_ms == 5.0
+    assert default.send_linger_ms == 20.0
     general = {**GENERAL, "thingsboard": {**GENERAL["thingsboard"], "sendLingerMs": 0}}
     assert load_config(write_set(tmp_path, general), env={}).gateway.thingsboard.send_linger_ms == 0.0
     general = {**GENERAL, "thingsboard": {**GENERAL["thingsboard"], "sendLingerMs": 5000}}
