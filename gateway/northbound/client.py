@@ -33,7 +33,8 @@ from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import parse_session_limits
 from gateway.northbound.own_calls import OwnCalls
 from gateway.northbound.own_device import GatewayRpcHandler, OwnAttributesHandler, OwnDevice
-from gateway.northbound.packing import DeadLetter, Publish, encode, own_rpc_reply_publish, rpc_reply_publish
+from gateway.northbound.publishes import DeadLetter, Publish, claim_publish, own_rpc_reply_publish, rpc_reply_publish
+from gateway.northbound.records import encode
 from gateway.northbound.sender import Sender
 from gateway.northbound.session import ConnectRefused, MqttSession, SessionLost
 from gateway.stats import Histogram
@@ -44,9 +45,6 @@ MAX_PENDING_RPC_REPLIES = 1000
 CONNACK_TIMEOUT = 10.0
 #: CONNACK codes that mean the credentials are wrong (MQTT 5 values; paho maps 3.1.1's 4/5 to 0x86/0x87)
 CREDENTIAL_REFUSALS = frozenset({2, 4, 5, 0x85, 0x86, 0x87, 0x8C})
-TOPIC_CLAIM = "v1/gateway/claim"
-#: default linger (ms): under load, the sender waits this long for more events to share a publish
-DEFAULT_SEND_LINGER_MS = 5.0
 
 
 class DownlinkHandler(Protocol):
@@ -69,7 +67,7 @@ class Northbound:
         self.dead_letter_path = dead_letter_path
         self.dead_letters = DeadLetterFile(dead_letter_path, self.log)
         if linger_ms is None:
-            linger_ms = getattr(config, "send_linger_ms", DEFAULT_SEND_LINGER_MS)
+            linger_ms = config.send_linger_ms
         self.address = f"{config.host}:{config.port}"
         self._handler: DownlinkHandler | None = None
         self.activity = DeviceActivity()  # when each device last posted (inactivity, the devices RPC)
@@ -181,10 +179,7 @@ class Northbound:
 
     def publish_claim(self, device: str, secret_key: str, duration_ms: int) -> None:
         """Queue claiming info for ``device`` on ``v1/gateway/claim`` (not stored; sent like RPC replies)."""
-        if not device.strip():
-            raise ValueError("device name must be a non-empty string")
-        self._queue_out(Publish(TOPIC_CLAIM, encode({device: {"secretKey": secret_key,
-                                                              "durationMs": duration_ms}})))
+        self._queue_out(claim_publish(device, secret_key, duration_ms))
 
     def client_rpc(self, method: str, params: Any, timeout: float) -> Any:
         """Send the gateway's own client-side RPC and wait up to ``timeout`` s for ThingsBoard's answer.

@@ -6,7 +6,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-from gateway.northbound.packing import DeadLetter
+from gateway.northbound.publishes import DeadLetter
 
 
 class DeadLetterFile:

@@ -14,7 +14,8 @@ from gateway.northbound.inbound import (
     OwnAttributesResponse,
     OwnRpcResponse,
 )
-from gateway.northbound.packing import Publish, attribute_request_publish, encode
+from gateway.northbound.publishes import Publish, attribute_request_publish
+from gateway.northbound.records import encode
 
 
 class _OwnCall:

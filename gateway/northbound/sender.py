@@ -17,7 +17,8 @@ from gateway.config.model import ThingsBoardConfig
 from gateway.northbound.activity import DeviceActivity
 from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import RateLimiter, SessionLimits
-from gateway.northbound.packing import DeadLetter, Packer, Publish, connect_publish, disconnect_publish
+from gateway.northbound.packing import Packer
+from gateway.northbound.publishes import DeadLetter, Publish, connect_publish, disconnect_publish
 from gateway.northbound.session import RETRYABLE_REASONS, SessionLost
 from gateway.storage.base import EventStorage, StoredEvent
 

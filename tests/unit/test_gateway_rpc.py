@@ -16,7 +16,7 @@ from gateway.config.loader import load_config
 from gateway.gateway_rpc import GatewayRpc
 from gateway.northbound.activity import DeviceActivity
 from gateway.northbound.inbound import GatewayRpcRequest, Malformed, is_subscribed, parse_inbound
-from gateway.northbound.packing import disconnect_publish, own_rpc_reply_publish, validate_message
+from gateway.northbound.publishes import disconnect_publish, own_rpc_reply_publish, validate_message
 from gateway.uplink import ConnectorUplink
 from tests.unit.test_general_config import GENERAL, write_set
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from gateway.northbound.own_telemetry import TOPIC_OWN_TELEMETRY, encode_own_telemetry
-from gateway.northbound.packing import TOPIC_TELEMETRY, Packer
+from gateway.northbound.packing import Packer
+from gateway.northbound.publishes import TOPIC_TELEMETRY
 from tests.unit.test_packing import rec
 
 

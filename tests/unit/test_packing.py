@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.northbound.packing import (
+from gateway.northbound.packing import Packer
+from gateway.northbound.publishes import (
     TOPIC_ATTRIBUTES,
     TOPIC_CONNECT,
     TOPIC_TELEMETRY,
-    Packer,
     connect_publish,
     rpc_reply_publish,
     validate_message,

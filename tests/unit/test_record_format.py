@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from converters.model import ConvertedData, TelemetryEntry
-from gateway.northbound.packing import TOPIC_ATTRIBUTES, TOPIC_TELEMETRY, Packer, PackResult
+from gateway.northbound.packing import Packer, PackResult
+from gateway.northbound.publishes import TOPIC_ATTRIBUTES, TOPIC_TELEMETRY
 from gateway.uplink import encode_record
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.config.model import ThingsBoardConfig
 from gateway.northbound.known_devices import KnownDevices
-from gateway.northbound.packing import DeadLetter, Publish, rpc_reply_publish
+from gateway.northbound.publishes import DeadLetter, Publish, rpc_reply_publish
 from gateway.northbound.sender import Sender
 from gateway.northbound.session import SessionLost
 from gateway.stats import Histogram
