@@ -5,7 +5,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -13,7 +13,6 @@ from connectors.base import ApplyReload, Connector, RestartRequired, Uplink
 from connectors.rest.app import create_app
 from connectors.rest.app_switch import AppSwitch
 from connectors.rest.body_bytes import BodyBytes
-from connectors.rest.device_api.coap.server import CoapServer
 from connectors.rest.device_api.service import DeviceApi
 from connectors.rest.device_api.views import register_device_api
 from connectors.rest.dispatch import RequestHandler
@@ -27,6 +26,9 @@ from connectors.rest.report_strategy import inherited_strategy
 from connectors.rest.response_waits import ResponseWaits
 from connectors.rest.server import HttpServer
 from converters.loader import load_converter
+
+if TYPE_CHECKING:
+    from connectors.rest.device_api.coap.server import CoapServer
 
 
 class RestConnector(Connector):
@@ -56,6 +58,8 @@ class RestConnector(Connector):
             self.device_api = DeviceApi(config.device_api, uplink, state_dir, self.log)
             coap = config.device_api.coap
             if coap is not None and coap.enabled:
+                # imported only here: aiocoap and asyncio add ~3 MB to every gateway that serves no CoAP
+                from connectors.rest.device_api.coap.server import CoapServer
                 self.coap = CoapServer(self.device_api, coap, self.log)
             # a waiting long poll holds a waitress thread: one more thread per allowed poll
             server_config = replace(server_config,
