@@ -273,6 +273,7 @@ def test_send_linger_is_read_defaulted_and_bounded(tmp_path: Path) -> None:
     general = {**GENERAL, "thingsboard": {**GENERAL["thingsboard"], "sendLingerMs": 5000}}
     [problem] = errors_of(write_set(tmp_path, general), {})
     assert problem.pointer == "/thingsboard/sendLingerMs" and "0-1000" in problem.expected
+    assert f"default {default.send_linger_ms:g};" in problem.expected  # the fix names the real default
 
 
 def test_send_linger_reaches_the_mqtt_client(tmp_path: Path) -> None:
