@@ -23,9 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.load import run_wrk, wrk_binary  # noqa: E402
 from bench.scenarios import SCENARIOS  # noqa: E402
-from bench.systems import ROOT, GatewayServer, Mosquitto, cpu_seconds, snapshot  # noqa: E402
-
-SERVER_CPUS, LOAD_CPUS = {0}, {1}
+from bench.systems import LOAD_CPUS, ROOT, SERVER_CPUS, GatewayServer, Mosquitto, cpu_seconds, snapshot  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

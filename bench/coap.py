@@ -31,6 +31,8 @@ from bench.counter import DeliveryCounter  # noqa: E402
 from bench.scenarios import SCENARIOS  # noqa: E402
 from bench.systems import (  # noqa: E402
     BENCH,
+    LOAD_CPUS,
+    SERVER_CPUS,
     GatewayServer,
     Mosquitto,
     cpu_seconds,
@@ -39,7 +41,6 @@ from bench.systems import (  # noqa: E402
     scratch_dir,
 )
 
-SERVER_CPUS, LOAD_CPUS = {0}, {1}
 PAYLOAD = b'{"temperature":42.5,"humidity":73}'
 HOST = "127.0.0.1"
 

@@ -27,7 +27,9 @@ from bench.rpc import RpcRun, measure_rpc  # noqa: E402
 from bench.scenarios import SCENARIOS, Scenario  # noqa: E402
 from bench.systems import (  # noqa: E402
     DURABILITY_LEVELS,
+    LOAD_CPUS,
     ROOT,
+    SERVER_CPUS,
     CeilingServer,
     GatewayServer,
     Mosquitto,
@@ -46,7 +48,6 @@ from bench.systems import (  # noqa: E402
 from connectors.rest.model import ServerConfig  # noqa: E402
 
 SYSTEMS = ("ceiling", "gateway-sqlite", "gateway-memory")
-SERVER_CPUS, LOAD_CPUS = {0}, {1}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,6 +28,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: pinned runs: the server under test on CPU 0; load, broker and delivery counting on CPU 1
+SERVER_CPUS: set[int] = {0}
+LOAD_CPUS: set[int] = {1}
+
+
 def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
     """A ``preexec_fn`` that pins the child (and every thread it will start) to ``cpus``."""
     if not cpus:
