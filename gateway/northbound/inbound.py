@@ -7,9 +7,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-TOPIC_ATTRIBUTES = "v1/gateway/attributes"
+from gateway.northbound.publishes import TOPIC_ATTRIBUTES, TOPIC_RPC
+
 TOPIC_ATTRIBUTES_RESPONSE = "v1/gateway/attributes/response"
-TOPIC_RPC = "v1/gateway/rpc"
 TOPIC_OWN_RPC_RESPONSE_PREFIX = "v1/devices/me/rpc/response/"
 TOPIC_OWN_RPC_RESPONSE = TOPIC_OWN_RPC_RESPONSE_PREFIX + "+"
 TOPIC_OWN_RPC_REQUEST_PREFIX = "v1/devices/me/rpc/request/"
