@@ -364,16 +364,14 @@ class SqliteStorage(EventStorage):
         trim = self._trimmed_through
         if trim <= self._deleted_through:
             return
-        with self._read_lock:
-            conn = self._reader
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(DELETE_THROUGH, (trim,))
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:  # the rows stay, out of the queue; the next commit retries
-                rollback(conn)
-                log.warning("cannot delete delivered events from %s: %s", self._path, exc)
-                return
+        try:
+            with self._reading("delete delivered events from") as reader:
+                reader.execute("BEGIN IMMEDIATE")
+                reader.execute(DELETE_THROUGH, (trim,))
+                reader.execute("COMMIT")
+        except StorageFailure as exc:  # the rows stay, out of the queue; the next commit retries
+            log.warning("%s", exc)
+            return
         self._deleted_through = trim
 
     def _reopen_writer(self) -> None:

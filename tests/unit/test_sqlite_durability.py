@@ -1,6 +1,7 @@
 """SQLite storage only: restart, SIGKILL after acknowledgement, group commit and disk failures."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -10,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -348,3 +350,26 @@ def test_a_failing_read_names_what_and_the_file_and_puts_go_on(opened: list[Sqli
         storage._reader = healthy
     storage.put([b"b"])
     assert [e.payload for e in storage.peek(10)] == [b"a", b"b"]
+
+
+def test_a_failing_delete_of_delivered_rows_is_logged_and_the_next_commit_deletes_them(
+        opened: list[SqliteStorage], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Removed events leave the queue at once; their rows, when deleting them fails, go with the next commit."""
+    path = tmp_path / "gateway.db"
+    storage = open_storage(opened, path)
+    storage.put([b"a"])
+    [event] = storage.peek_after(0, 10)  # what the sender read: removing it needs no query
+    healthy = storage._reader  # white box: break the reader connection only
+    broken = sqlite3.connect(":memory:", check_same_thread=False)
+    broken.close()
+    storage._reader = broken
+    try:
+        with caplog.at_level(logging.WARNING):
+            storage.remove_through(event.id)  # no commit runs: the rows are deleted here, and that fails
+    finally:
+        storage._reader = healthy
+    assert f"cannot delete delivered events from {path}" in caplog.text
+    assert storage.count() == 0
+    storage.put([b"b"])
+    with closing(sqlite3.connect(path)) as check:
+        assert [row[0] for row in check.execute("SELECT payload FROM events")] == [b"b"]
