@@ -1,7 +1,8 @@
 """The storage→MQTT loop: windowed QoS 1 publishing, PUBACK tracking, in-order removal.
 
 The sender knows its MQTT connection only through :class:`Session` and the client that owns it
-only through :class:`SenderHost` (both small Protocols), so it can be read and tested alone. One
+only through :class:`SenderHost` (both small Protocols, in :mod:`sender_ports`), so it can be read
+and tested alone. One
 :class:`Sender` lives as long as its client; :meth:`Sender.run` drains storage into one session.
 """
 from __future__ import annotations
@@ -11,7 +12,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
 
 from gateway.config.model import ThingsBoardConfig
 from gateway.northbound.activity import DeviceActivity
@@ -19,6 +19,7 @@ from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import RateLimiter, SessionLimits
 from gateway.northbound.packing import Packer
 from gateway.northbound.publishes import DeadLetter, Publish, connect_publish, disconnect_publish
+from gateway.northbound.sender_ports import SenderHost, Session
 from gateway.northbound.session import RETRYABLE_REASONS, SessionLost
 from gateway.storage.base import EventStorage, StoredEvent
 
@@ -26,45 +27,6 @@ from gateway.storage.base import EventStorage, StoredEvent
 IDLE_WAIT = 0.05
 REANNOUNCE_PER_ROUND = 200
 DEFAULT_MAX_INFLIGHT = 100
-
-
-class Session(Protocol):
-    """What the sender uses of one MQTT connection (:class:`gateway.northbound.session.MqttSession`)."""
-
-    @property
-    def lost(self) -> str | None:
-        """Why the connection ended, or None while it is up."""
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
-        """Queue one publish and return its message id; raise SessionLost when not connected."""
-
-    def take_acks(self) -> dict[int, int]:
-        """PUBACKs received since the last call: message id → reason code (0 = success)."""
-
-    def wait(self, timeout: float) -> None:
-        """Block until a PUBACK arrives, the connection ends, something wakes it, or ``timeout`` passes."""
-
-
-class SenderHost(Protocol):
-    """What the sender uses of the client that owns it (:class:`gateway.northbound.client.Northbound`)."""
-
-    def take_rpc_replies(self) -> list[Publish]:
-        """Queued publishes (RPC replies, claims, own calls) to send before stored events."""
-
-    def remember_own(self, publish: Publish) -> None:
-        """Called just before ``publish`` goes out (to recognise the broker echoing it back)."""
-
-    def dead_letter(self, letters: list[DeadLetter]) -> None:
-        """Move undeliverable data aside."""
-
-    #: monotonic time the sender last went round its loop (liveness), seconds publishes waited for the
-    #: rate limits, and the publish-to-PUBACK latency histogram: written by the sender thread only
-    heartbeat: float
-    rate_limit_wait: float
-    puback_latency: Any
-
-    def count(self, key: str, amount: int = 1) -> None:
-        """Add ``amount`` to the counter ``key`` (published, acked, rejected, events_sent...)."""
 
 
 class _Resend(Exception):

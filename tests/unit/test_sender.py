@@ -1,6 +1,6 @@
 """The Sender alone: driven against a small in-process Session and SenderHost, with the real memory storage.
 
-The loopback session is a real implementation of :class:`gateway.northbound.sender.Session` (message
+The loopback session is a real implementation of :class:`gateway.northbound.sender_ports.Session` (message
 ids, PUBACKs with reason codes, a lost connection), so the window, trimming, rejections and resending
 are checked without a broker; the broker-backed behaviour is in tests/integration/test_northbound*.py.
 """
