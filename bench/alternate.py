@@ -6,9 +6,11 @@ gateways (A: the code at ``--a-rev``; B: ``--b-rev`` or the working tree) are st
 CPU 0, with one private mosquitto on CPU 1, and wrk (CPU 1) loads A and B in turn for a few seconds
 each, ABBA..., so each pair sees nearly the same machine. Each side may also get its own
 ``sendLingerMs``. It prints each pair and the median of the paired B/A ratios; an A/A run (``--b-rev``
-equal to ``--a-rev``) shows the noise floor.
+equal to ``--a-rev``) shows the noise floor. With ``--a-system ceiling`` A is the Flask + waitress
+ceiling app instead, and B/A is the gateway's share of the ceiling, paired slice by slice.
 
     python bench/alternate.py --a-rev HEAD --pairs 8 --seconds 4 --connections 8
+    python bench/alternate.py --a-system ceiling --storage memory --connections 64 --pairs 10
 """
 from __future__ import annotations
 
@@ -23,15 +25,33 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.load import run_wrk, wrk_binary  # noqa: E402
 from bench.scenarios import SCENARIOS  # noqa: E402
-from bench.systems import LOAD_CPUS, ROOT, SERVER_CPUS, GatewayServer, Mosquitto, cpu_seconds, snapshot  # noqa: E402
+from bench.systems import (  # noqa: E402
+    LOAD_CPUS,
+    ROOT,
+    SERVER_CPUS,
+    CeilingServer,
+    GatewayServer,
+    Mosquitto,
+    Server,
+    cpu_seconds,
+    snapshot,
+)
+
+CEILING_THREADS = 32  # the gateway's default REST threads, as bench/run.py's --ceiling-threads
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a-system", choices=("gateway", "ceiling"), default="gateway",
+                        help="A: a gateway at --a-rev, or the ceiling app (32 threads unless --threads-a)")
+    parser.add_argument("--b-system", choices=("gateway", "ceiling"), default="gateway",
+                        help="B: a gateway at --b-rev, or the ceiling app (32 threads unless --threads-b)")
     parser.add_argument("--a-rev", default="HEAD", help="A: the gateway as committed at this revision")
     parser.add_argument("--b-rev", default=None, help="B: the gateway at this revision (default: working tree)")
     parser.add_argument("--linger-a", type=float, default=None, help="A's sendLingerMs (default: its own)")
     parser.add_argument("--linger-b", type=float, default=None, help="B's sendLingerMs (default: its own)")
+    parser.add_argument("--threads-a", type=int, default=None, help="A's REST threads (default: its own)")
+    parser.add_argument("--threads-b", type=int, default=None, help="B's REST threads (default: its own)")
     parser.add_argument("--storage", choices=("sqlite", "memory"), default="sqlite")
     parser.add_argument("--durability", choices=("power", "process"), default="power")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="main")
@@ -47,17 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed (Debian: apt install wrk)", file=sys.stderr)
         return 2
     scenario = SCENARIOS[args.scenario]
-    roots = {"A": snapshot(args.a_rev, tempfile.mkdtemp(prefix="alternate-a-")),
-             "B": snapshot(args.b_rev, tempfile.mkdtemp(prefix="alternate-b-")) if args.b_rev else ROOT}
+    systems = {"A": args.a_system, "B": args.b_system}
+    revs = {"A": args.a_rev, "B": args.b_rev}
+    roots = {side: snapshot(revs[side], tempfile.mkdtemp(prefix=f"alternate-{side.lower()}-"))
+             if systems[side] == "gateway" and revs[side] else ROOT for side in "AB"}
     lingers = {"A": args.linger_a, "B": args.linger_b}
+    threads = {"A": args.threads_a, "B": args.threads_b}
     broker = Mosquitto(tempfile.mkdtemp(prefix="alternate-broker-"), LOAD_CPUS).start()
     dirs = {side: tempfile.mkdtemp(prefix=f"alternate-{side.lower()}-") for side in "AB"}
-    servers: dict[str, GatewayServer] = {}
+    servers: dict[str, Server] = {}
     runs: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}  # (req/s, CPU µs per request)
     try:
         for side in "AB":
-            servers[side] = GatewayServer(dirs[side], SERVER_CPUS, args.storage, broker, scenario.mapping(), None,
-                                          "WARNING", roots[side], rest_extra=scenario.rest_extra(),
+            if systems[side] == "ceiling":
+                servers[side] = CeilingServer(dirs[side], SERVER_CPUS, threads[side] or CEILING_THREADS).start()
+                continue
+            servers[side] = GatewayServer(dirs[side], SERVER_CPUS, args.storage, broker, scenario.mapping(),
+                                          threads[side], "WARNING", roots[side], rest_extra=scenario.rest_extra(),
                                           durability=args.durability, linger_ms=lingers[side]).start()
         for side in "AB":  # warm-up
             run_wrk(servers[side].port, scenario, args.connections, 2, dirs[side], LOAD_CPUS)

@@ -43,6 +43,7 @@ class ConnectorContext:
     state_dir: str  # a folder of its own for state kept across restarts (may not exist yet)
     metrics: bool = False  # count requests for the admin listener's /metrics (off: no per-request cost)
     report_strategy: dict[str, Any] | None = None  # gateway.yaml thingsboard.reportStrategy: the default
+    store_waits: bool = True  # the uplink's send waits for a disk commit (SQLite storage), holding its thread
 
 
 def _no_lines(config: Any) -> list[str]:

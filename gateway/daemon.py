@@ -91,7 +91,7 @@ class Daemon:
             self.connectors.append(kind.create(ConnectorContext(
                 entry.name, config, uplinks[entry.name], extension_paths,
                 logging.getLogger(f"connectors.{entry.type}.{entry.name}"), own_dir, metrics=cfg.admin.enabled,
-                report_strategy=cfg.thingsboard.report_strategy)))
+                report_strategy=cfg.thingsboard.report_strategy, store_waits=self.storage.waits_for_commit)))
         self.northbound.set_downlink_handler(DownlinkRouter(self.connectors, self.uplink, log))
         self.northbound.set_gateway_rpc_handler(GatewayRpc(self.northbound, uplinks, self.storage.count,
                                                            self.request_restart, log))

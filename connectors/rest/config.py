@@ -124,6 +124,11 @@ def _int(data: dict, key: str, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def _optional_int(data: dict, key: str) -> int | None:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerConfig:
     port = _SERVER.port
     raw_port = data.get("port", port)
@@ -143,7 +148,7 @@ def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerCo
         cert=resolve_path(cert, file) if cert else "",
         key=resolve_path(key, file) if key else "",
         max_body_bytes=_int(data, "maxBodySize", DEFAULT_MAX_BODY_BYTES),
-        threads=_int(data, "threads", _SERVER.threads),
+        threads=_optional_int(data, "threads"),
         max_waiting_responses=_int(data, "maxWaitingResponses", _SERVER.max_waiting_responses),
         connection_limit=_int(data, "connectionLimit", _SERVER.connection_limit),
         channel_timeout=_int(data, "channelTimeout", _SERVER.channel_timeout),

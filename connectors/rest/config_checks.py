@@ -120,13 +120,14 @@ def _check_connection_room(config: RestConfig, pointer: str, problems: Problems)
         parts.append((config.device_api.max_concurrent_polls, "deviceApi.maxConcurrentPolls"))
     if not parts:
         return
-    needed = sum(n for n, _ in parts) + server.threads
+    threads = server.threads_for(store_waits=True)  # the storage is gateway.yaml's: assume the larger default
+    needed = sum(n for n, _ in parts) + threads
     if server.connection_limit < needed:
         held = " + ".join(f"{name} {n}" for n, name in parts)
         problems.error(join(pointer, "connectionLimit"),
                        f"connectionLimit {server.connection_limit} can be filled by waiting requests ({held}): "
                        f"other requests would not be accepted until a wait ends",
-                       f"at least {needed} ({held} + threads {server.threads}), or lower those bounds")
+                       f"at least {needed} ({held} + threads {threads}), or lower those bounds")
 
 
 def _check_tls(config: RestConfig, pointer: str, problems: Problems) -> None:

@@ -39,19 +39,20 @@ class RestConnector(Connector):
     def __init__(self, name: str, config: RestConfig, uplink: Uplink,
                  extension_paths: Sequence[str] = (), logger: logging.Logger | None = None,
                  state_dir: str | None = None, metrics: bool = False,
-                 report_strategy: dict[str, Any] | None = None) -> None:
+                 report_strategy: dict[str, Any] | None = None, store_waits: bool = True) -> None:
         """``metrics``: count requests by endpoint (for the admin /metrics; off costs nothing per request);
         ``report_strategy``: the gateway's reportStrategy (gateway.yaml), for mappings and a rest.json
-        without their own."""
+        without their own; ``store_waits``: ``uplink.send`` waits for a disk commit (sizes the default
+        ``threads``, see :meth:`ServerConfig.threads_for`)."""
         super().__init__(name, config, uplink)
         self._gateway_report_strategy = report_strategy
         self.log = logger or logging.getLogger(f"connectors.rest.{name}")
         self.request_metrics = RequestMetrics() if metrics else None
         waiting = any(mapping.response.expected for mapping in config.mappings)
         self.response_waits = ResponseWaits(config.server.max_waiting_responses) if waiting else None
+        threads = config.server.threads_for(store_waits)
         # waiting attribute requests always leave waitress threads free for other requests
-        self._request_slots = threading.BoundedSemaphore(max(1, config.server.threads - 2))
-        server_config = config.server
+        self._request_slots = threading.BoundedSemaphore(max(1, threads - 2))
         self.device_api: DeviceApi | None = None
         self.coap: CoapServer | None = None
         if config.device_api is not None and config.device_api.enabled:
@@ -62,18 +63,17 @@ class RestConnector(Connector):
                 from connectors.rest.device_api.coap.server import CoapServer
                 self.coap = CoapServer(self.device_api, coap, self.log)
             # a waiting long poll holds a waitress thread: one more thread per allowed poll
-            server_config = replace(server_config,
-                                    threads=server_config.threads + config.device_api.max_concurrent_polls)
+            threads += config.device_api.max_concurrent_polls
         if self.response_waits is not None:
             # a request waiting for ThingsBoard's answer (responseExpected) holds a thread: one more per wait
-            server_config = replace(server_config, threads=server_config.threads + self.response_waits.limit)
+            threads += self.response_waits.limit
         self._extension_paths = list(extension_paths)
         self.handlers = self._build_handlers(config, extension_paths, {})
         self.app_switch = AppSwitch(self._build_app(config, self.handlers))
         # statistics on: the uplink carries the counts, and request bodies are counted as they arrive
         counts = getattr(uplink, "counts", None)
         served = self.app_switch if counts is None else BodyBytes(self.app_switch, counts)
-        self.server = HttpServer(served, server_config, self.log)
+        self.server = HttpServer(served, replace(config.server, threads=threads), self.log)
         self.downlink = DownlinkService(config, uplink, self.own_address, self.log)
 
     @property

@@ -91,6 +91,15 @@ class Mapping:
     idempotency: IdempotencySettings | None = None  # Idempotency-Key honoured (None: the header is ignored)
 
 
+#: worker threads when rest.json sets no ``threads`` and a store waits for a disk commit (SQLite):
+#: a waiting request holds its thread, so one commit groups at most this many requests (16 measured
+#: 9 % slower at 64 connections than 32; 64 no faster)
+THREADS_WHEN_STORE_WAITS = 32
+#: ... and when it does not (memory storage): requests only use the CPU, and more threads than this
+#: leave waitress's I/O thread short of the GIL (+15-22 % at 64 connections against 32; docs/performance.md)
+THREADS_WHEN_STORE_IS_IMMEDIATE = 16
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The HTTP server: bind address, TLS and the explicit resource limits."""
@@ -101,12 +110,21 @@ class ServerConfig:
     cert: str = ""
     key: str = ""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    threads: int = 32  # measured: more puts share one SQLite commit at 64 connections (bench/RESULTS.md)
+    threads: int | None = None  # None: by storage, see threads_for (rest.json without "threads")
     max_waiting_responses: int = DEFAULT_MAX_WAITING_RESPONSES  # requests waiting for response.responseAttribute
     connection_limit: int = 1000
     channel_timeout: int = 30
     base_url: str = ""  # for relative downlink URLs; default: this server's own address
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the client (trustedProxies)
+
+    def threads_for(self, store_waits: bool) -> int:
+        """The worker threads to start: ``threads`` as written, else the default for the storage.
+
+        ``store_waits``: storing an event waits for a disk commit (SQLite), holding the request's thread.
+        """
+        if self.threads is not None:
+            return self.threads
+        return THREADS_WHEN_STORE_WAITS if store_waits else THREADS_WHEN_STORE_IS_IMMEDIATE
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ def _create(context: ConnectorContext) -> Connector:
 
     return RestConnector(context.name, context.config, context.uplink, context.extension_paths,
                          context.logger, state_dir=context.state_dir, metrics=context.metrics,
-                         report_strategy=context.report_strategy)
+                         report_strategy=context.report_strategy, store_waits=context.store_waits)
 
 
 def _describe(config: RestConfig) -> str:

@@ -38,4 +38,6 @@ def restart_only_changes(old: RestConfig, new: RestConfig, waits_ready: bool) ->
 
 def _show(server: ServerConfig, field: str) -> str:
     value = getattr(server, field)
+    if value is None:  # threads not written: the storage's default
+        return "default"
     return repr(value) if isinstance(value, str) else str(value)

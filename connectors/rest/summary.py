@@ -1,7 +1,7 @@
 """What ``rest-gateway check`` prints about a valid rest.json: endpoints, device API, downlink URLs."""
 from __future__ import annotations
 
-from connectors.rest.model import RestConfig
+from connectors.rest.model import THREADS_WHEN_STORE_IS_IMMEDIATE, THREADS_WHEN_STORE_WAITS, RestConfig, ServerConfig
 
 
 def rest_summary(cfg: RestConfig) -> list[str]:
@@ -9,7 +9,7 @@ def rest_summary(cfg: RestConfig) -> list[str]:
     server = cfg.server
     scheme = "https" if server.ssl else "http"
     lines = [f"  listens on {scheme}://{server.host}:{server.port} (body <= {server.max_body_bytes} bytes, "
-             f"{server.threads} threads, {server.connection_limit} connections)"]
+             f"{_threads(server)}, {server.connection_limit} connections)"]
     if server.trusted_proxies:
         lines.append(f"  client address from X-Forwarded-For of: {', '.join(server.trusted_proxies)}")
     for mapping in cfg.mappings:
@@ -56,3 +56,9 @@ def _relative_urls(cfg: RestConfig) -> list[str]:
                for i, e in enumerate(items)]
     return [f"  {pointer}: relative URL {url} is sent to {base}/{url.lstrip('/')}"
             for pointer, url, base in relative_url_bases(entries, server.base_url, own)]
+
+
+def _threads(server: ServerConfig) -> str:
+    if server.threads is not None:
+        return f"{server.threads} threads"
+    return f"{THREADS_WHEN_STORE_WAITS} threads with SQLite storage, {THREADS_WHEN_STORE_IS_IMMEDIATE} with memory"

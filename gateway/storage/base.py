@@ -34,6 +34,10 @@ class EventStorage(ABC):
     All methods are thread-safe.
     """
 
+    #: ``put`` waits for a disk commit, holding its caller's thread meanwhile (a server needs threads
+    #: for the waiting requests); False when it returns at once
+    waits_for_commit: bool = False
+
     @abstractmethod
     def put(self, payloads: Sequence[bytes], receipt: Receipt | None = None,
             marks: Sequence[ReportMark] = ()) -> None:

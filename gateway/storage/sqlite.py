@@ -61,6 +61,8 @@ class SqliteStorage(EventStorage):
     (``peek``) use a second connection and never wait for a commit in progress.
     """
 
+    waits_for_commit = True
+
     def __init__(self, path: str, limits: SizeLimits, durability: str = "power") -> None:
         if durability not in SYNCHRONOUS:
             raise ValueError(f"unknown durability {durability!r}; expected one of {', '.join(SYNCHRONOUS)}")

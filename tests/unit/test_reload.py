@@ -76,7 +76,7 @@ def test_rest_restart_only_changes(tmp_path: Path) -> None:
     moved = _rest(tmp_path, "c.json", {"port": 5001, "threads": 8}, _mapping("/a"))
     changes = rest_restart_changes(old, moved, waits_ready=False)
     assert [c.split(": ", 1)[1] for c in changes] == ["HTTP listener server.port (5000 -> 5001)",
-                                                      "HTTP listener server.threads (32 -> 8)"]
+                                                      "HTTP listener server.threads (default -> 8)"]
     waiting = _rest(tmp_path, "d.json", {"port": 5000},
                     _mapping("/a", response={"responseExpected": True, "responseAttribute": "r"}))
     assert any("responseExpected" in c for c in rest_restart_changes(old, waiting, waits_ready=False))
