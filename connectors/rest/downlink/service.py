@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import Uplink
 from connectors.rest.downlink.dispatcher import DeviceDispatcher, DispatcherFull
@@ -19,12 +19,14 @@ from connectors.rest.downlink.model import (
     parse_attribute_update,
     parse_rpc,
 )
-from connectors.rest.downlink.relay import Outcome, Relay
 from connectors.rest.model import RestConfig
 from converters.casting import CastError
 from converters.expressions import MissingValue
 from gateway.config.locate import join
 from gateway.stats import Histogram
+
+if TYPE_CHECKING:
+    from connectors.rest.downlink.relay import Outcome, Relay
 
 COUNTERS = ("attribute_updates_relayed", "attribute_updates_failed", "attribute_keys_unmatched",
             "rpc_replied", "rpc_sent_no_reply", "rpc_failed", "rpc_unmatched", "rejected_busy")
@@ -82,7 +84,8 @@ class DownlinkService:
         self.connector_base = ""
         self.use_entries(self.prepare_entries(config))
         self._stop = threading.Event()
-        self.relay = Relay(self._stop)
+        self._relay: Relay | None = None  # made at the first relay (see relay)
+        self._relay_lock = threading.Lock()
         kwargs = {"workers": workers} if workers else {}
         self.dispatcher = DeviceDispatcher(logger, **kwargs)
         self.counters = dict.fromkeys(COUNTERS, 0)
@@ -117,6 +120,16 @@ class DownlinkService:
         self.attribute_entries, self.rpc_entries = entries.attribute_updates, entries.rpc
         self.connector_base = entries.connector_base
 
+    def relay(self) -> Relay:
+        """The HTTP client of the relays, made on first use: a rest.json without attributeUpdates and
+        serverSideRpc never loads requests and urllib3 (~5 MB of RSS)."""
+        with self._relay_lock:
+            if self._relay is None:
+                from connectors.rest.downlink.relay import Relay
+
+                self._relay = Relay(self._stop)
+            return self._relay
+
     @property
     def alive(self) -> bool:
         return self.dispatcher.alive
@@ -137,7 +150,8 @@ class DownlinkService:
         """Refuse new work, let queued work finish (up to ``timeout``), close HTTP sessions."""
         self.dispatcher.stop(timeout)
         self._stop.set()
-        self.relay.close()
+        if self._relay is not None:
+            self._relay.close()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -208,7 +222,7 @@ class DownlinkService:
                            key, device, entry.pointer, exc)
             return
         started = time.monotonic()
-        outcome = self.relay.send(url, entry.options, body)
+        outcome = self.relay().send(url, entry.options, body)
         self._relayed(entry, outcome.kind, time.monotonic() - started, body)
         if outcome.ok:
             self._count("attribute_updates_relayed")
@@ -253,7 +267,7 @@ class DownlinkService:
                 self._reply(device, request_id, {"error": f"cannot build the request: {exc}", "code": 400})
             return
         started = time.monotonic()
-        outcome = self.relay.send(url, entry.options, body, deadline)
+        outcome = self.relay().send(url, entry.options, body, deadline)
         self._relayed(entry, outcome.kind, time.monotonic() - started, body)
         level = logging.DEBUG if outcome.ok else logging.ERROR
         self.log.log(level, "RPC %s (id %s) for device %s relayed to %s %s after %d tries: %s", method,
