@@ -31,6 +31,7 @@ from gateway.northbound.inbound import (
 )
 from gateway.northbound.known_devices import KnownDevices
 from gateway.northbound.limits import parse_session_limits
+from gateway.northbound.outage_log import OutageLog
 from gateway.northbound.own_calls import OwnCalls
 from gateway.northbound.own_device import GatewayRpcHandler, OwnAttributesHandler, OwnDevice
 from gateway.northbound.publishes import DeadLetter, Publish, claim_publish, own_rpc_reply_publish, rpc_reply_publish
@@ -43,8 +44,6 @@ from gateway.storage.base import EventStorage
 #: RPC replies kept while ThingsBoard is unreachable (the oldest are dropped beyond this)
 MAX_PENDING_RPC_REPLIES = 1000
 CONNACK_TIMEOUT = 10.0
-#: CONNACK codes that mean the credentials are wrong (MQTT 5 values; paho maps 3.1.1's 4/5 to 0x86/0x87)
-CREDENTIAL_REFUSALS = frozenset({2, 4, 5, 0x85, 0x86, 0x87, 0x8C})
 
 
 class DownlinkHandler(Protocol):
@@ -290,9 +289,7 @@ class Northbound:
 
     def _run(self) -> None:
         delay = self.config.min_reconnect_delay
-        outage_since: float | None = None
-        said: set[str] = set()  # what this outage's log already reported: "down" or refusal reasons
-        first = True
+        outages = OutageLog(self.log, self.address, self.config.max_reconnect_delay)
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             session = MqttSession(self.config, self._on_message, self.log)
@@ -303,38 +300,15 @@ class Northbound:
             except (OSError, SessionLost, ConnectRefused) as exc:
                 session.close()
                 self._session = None
-                cause = exc.reason if isinstance(exc, ConnectRefused) else (str(exc) or type(exc).__name__)
-                if isinstance(exc, ConnectRefused) and cause not in said:
-                    # a refusal is logged even after an "unreachable" warning: it needs the operator
-                    said.add(cause)
-                    check = " check the gateway credentials." if exc.code in CREDENTIAL_REFUSALS else ""
-                    self.log.error("ThingsBoard at %s refused the connection: %s;%s Retrying with backoff "
-                                   "(up to %g s); data is kept in storage", self.address, cause, check,
-                                   self.config.max_reconnect_delay)
-                elif not said:
-                    said.add("down")
-                    self.log.warning("ThingsBoard at %s is unreachable: %s; retrying with backoff "
-                                     "(up to %g s); data is kept in storage", self.address, cause,
-                                     self.config.max_reconnect_delay)
-                else:
-                    self.log.debug("still cannot reach ThingsBoard at %s: %s", self.address, cause)
-                outage_since = outage_since or time.monotonic()
+                outages.failed(exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.config.max_reconnect_delay)
                 continue
             delay = self.config.min_reconnect_delay
             self._ready = True
             self.count("connects")
-            if not first:
+            if outages.connected(session.mqtt5):
                 self.count("reconnects")
-            proto = "MQTT 5" if session.mqtt5 else "MQTT 3.1.1"
-            if outage_since is not None and not first:
-                self.log.info("reconnected to ThingsBoard at %s (%s) after %.1f s", self.address, proto,
-                              time.monotonic() - outage_since)
-            else:
-                self.log.info("connected to ThingsBoard at %s (%s)", self.address, proto)
-            first, outage_since = False, None
-            said.clear()
             try:
                 self.sender.run(session, self._stop, lambda: self._stop_deadline)
             finally:
@@ -342,9 +316,7 @@ class Northbound:
                 session.close()
                 self._session = None
             if session.lost is not None and not self._stop.is_set():
-                self.log.warning("connection to ThingsBoard at %s lost: %s", self.address, session.lost)
-                outage_since = time.monotonic()
-                said.add("down")
+                outages.lost(session.lost)
                 self._stop.wait(delay)
 
     def _start_session(self, session: MqttSession) -> None:

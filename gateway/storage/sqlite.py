@@ -17,6 +17,7 @@ from gateway.storage.age import AgeMarks
 from gateway.storage.base import EventStorage, StorageFailure, StorageFull, StoredEvent
 from gateway.storage.memory import RECORD_OVERHEAD_BYTES, SizeLimits, as_payloads, payload_size
 from gateway.storage.peeked import PeekedSizes
+from gateway.storage.sqlite_batch import Batch
 from gateway.storage.sqlite_file import DELETE_THROUGH, SYNCHRONOUS, claim, connect, rollback
 from gateway.storage.sqlite_writer import SqliteWriter
 
@@ -24,28 +25,6 @@ log = logging.getLogger(__name__)
 
 _MEASURE_RANGE = "SELECT count(*), total(length(payload)), max(id) FROM events WHERE id > ? AND id <= ?"
 _PEEK = "SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
-
-
-class _Batch:
-    """The admitted puts one transaction commits together.
-
-    Signals are made only when somebody waits (a lone put leads and waits for nothing): ``done``
-    by the first put that joins behind the batch's first, ``lead`` by a first put that arrives
-    while another commit runs (the finishing leader sets it to hand over, and that caller commits
-    the batch for everyone in it).
-    """
-
-    __slots__ = ("rows", "size", "puts", "receipts", "marks", "failure", "done", "lead")
-
-    def __init__(self) -> None:
-        self.rows: list[bytes] = []  # the payloads of every put, in put order
-        self.size = 0  # what they count against max_size_mb
-        self.puts = 0
-        self.receipts: list[Receipt] = []  # the puts' receipts (Idempotency-Key), committed with them
-        self.marks: list[ReportMark] = []  # the puts' reportStrategy marks, committed with them
-        self.failure: str | None = None  # set when the transaction failed (StorageFailure)
-        self.done: threading.Event | None = None
-        self.lead: threading.Event | None = None
 
 
 class SqliteStorage(EventStorage):
@@ -76,7 +55,7 @@ class SqliteStorage(EventStorage):
         self._trim_lock = threading.Lock()  # one remove_through at a time
         self._read_lock = threading.Lock()  # the reader connection is used by one thread at a time
         self._close_lock = threading.Lock()  # one close() at a time
-        self._batch = _Batch()  # the open batch: puts join it until a leader takes it
+        self._batch = Batch()  # the open batch: puts join it until a leader takes it
         self._pending = 0  # events admitted, not yet committed (they count against the limits)
         self._pending_size = 0
         self._last_id = 0  # the newest committed event's id: a peek after it needs no query
@@ -223,7 +202,7 @@ class SqliteStorage(EventStorage):
                 if lead:  # the open batch is empty (a put in it would lead): delete the rows at once
                     self._committing = True
                     # taken in this hold: a put arriving from now on waits for this leader's hand-over
-                    batch, self._batch = self._batch, _Batch()
+                    batch, self._batch = self._batch, Batch()
         if lead:
             self._lead(batch)
 
@@ -274,7 +253,7 @@ class SqliteStorage(EventStorage):
 
     # -- group commit -------------------------------------------------------------------------
 
-    def _lead(self, batch: _Batch | None = None) -> None:
+    def _lead(self, batch: Batch | None = None) -> None:
         """Commit ``batch`` (default: take the open one), then hand the lead to the next batch or go idle.
 
         The caller holds the lead (``_committing``). A put leading takes its own batch here, with
@@ -283,7 +262,7 @@ class SqliteStorage(EventStorage):
         """
         if batch is None:
             with self._lock:
-                batch, self._batch = self._batch, _Batch()
+                batch, self._batch = self._batch, Batch()
         try:
             self._write(batch)
         except Exception as exc:  # fail this batch, never the next one
@@ -301,7 +280,7 @@ class SqliteStorage(EventStorage):
             if batch.done is not None:
                 batch.done.set()
 
-    def _write(self, batch: _Batch) -> None:
+    def _write(self, batch: Batch) -> None:
         """Commit ``batch`` in one transaction (or only delete trimmed rows when it holds no put)."""
         rows = batch.rows
         if not rows:
@@ -314,7 +293,7 @@ class SqliteStorage(EventStorage):
         finally:
             self._committed(batch, failure, started)
 
-    def _committed(self, batch: _Batch, failure: str | None, started: float) -> None:
+    def _committed(self, batch: Batch, failure: str | None, started: float) -> None:
         """Account for ``batch`` after its transaction: stored, or failed (its puts raise)."""
         done = time.monotonic()
         added = len(batch.rows)
