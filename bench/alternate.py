@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.load import run_wrk, wrk_binary  # noqa: E402
 from bench.scenarios import SCENARIOS  # noqa: E402
 from bench.systems import (  # noqa: E402
+    CEILING_THREADS,
     LOAD_CPUS,
     ROOT,
     SERVER_CPUS,
@@ -36,8 +37,6 @@ from bench.systems import (  # noqa: E402
     cpu_seconds,
     snapshot,
 )
-
-CEILING_THREADS = 32  # the gateway's default REST threads, as bench/run.py's --ceiling-threads
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

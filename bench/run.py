@@ -26,6 +26,7 @@ from bench.report import (  # noqa: E402
 from bench.rpc import RpcRun, measure_rpc  # noqa: E402
 from bench.scenarios import SCENARIOS, Scenario  # noqa: E402
 from bench.systems import (  # noqa: E402
+    CEILING_THREADS,
     DURABILITY_LEVELS,
     LOAD_CPUS,
     ROOT,
@@ -77,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
                         help="load generator (auto: wrk when installed)")
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--ceiling-threads", type=int, default=32,
+    parser.add_argument("--ceiling-threads", type=int, default=CEILING_THREADS,
                         help="waitress threads of the ceiling app (default 32: the gateway's default with SQLite; "
                              "8 measured no faster at 64 connections)")
     parser.add_argument("--gateway-threads", type=int, default=None, help="REST connector threads (default: its own)")

@@ -31,6 +31,8 @@ def free_port() -> int:
 #: pinned runs: the server under test on CPU 0; load, broker and delivery counting on CPU 1
 SERVER_CPUS: set[int] = {0}
 LOAD_CPUS: set[int] = {1}
+#: waitress threads of the ceiling app: the gateway's default with SQLite (with 8 it measured no faster)
+CEILING_THREADS = 32
 
 
 def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
