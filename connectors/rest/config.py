@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping as StrMapping
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.rest.config_checks import check_rest_config, check_served
 from connectors.rest.device_api.config import read_device_api
@@ -36,6 +36,7 @@ FORMAT_NAMES = {LEGACY: "ThingsBoard gateway legacy format (rest-connector.md)",
 DOWNLINK_SECTIONS = ("attributeUpdates", "serverSideRpc", "attributeRequests")
 SCHEMA_FILE = schema_path(__file__, "schema.json")
 _SERVER = ServerConfig()
+_Default = TypeVar("_Default", int, None)  # what _int gives for a missing or non-integer value
 
 
 def detect_format(data: Any) -> str:
@@ -119,14 +120,9 @@ def _str(data: dict, key: str, default: str = "") -> str:
     return value if isinstance(value, str) else default
 
 
-def _int(data: dict, key: str, default: int) -> int:
+def _int(data: dict, key: str, default: _Default) -> int | _Default:
     value = data.get(key, default)
     return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _optional_int(data: dict, key: str) -> int | None:
-    value = data.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerConfig:
@@ -148,7 +144,7 @@ def _server(data: dict, file: str, pointer: str, problems: Problems) -> ServerCo
         cert=resolve_path(cert, file) if cert else "",
         key=resolve_path(key, file) if key else "",
         max_body_bytes=_int(data, "maxBodySize", DEFAULT_MAX_BODY_BYTES),
-        threads=_optional_int(data, "threads"),
+        threads=_int(data, "threads", None),  # None: the storage's default (ServerConfig.threads_for)
         max_waiting_responses=_int(data, "maxWaitingResponses", _SERVER.max_waiting_responses),
         connection_limit=_int(data, "connectionLimit", _SERVER.connection_limit),
         channel_timeout=_int(data, "channelTimeout", _SERVER.channel_timeout),
