@@ -93,7 +93,7 @@ class Mapping:
 
 #: worker threads when rest.json sets no ``threads`` and a store waits for a disk commit (SQLite):
 #: a waiting request holds its thread, so one commit groups at most this many requests (16 measured
-#: 9 % slower at 64 connections than 32; 64 no faster)
+#: 9 % slower at 64 connections than 32)
 THREADS_WHEN_STORE_WAITS = 32
 #: ... and when it does not (memory storage): requests only use the CPU, and more threads than this
 #: leave waitress's I/O thread short of the GIL (+15-22 % at 64 connections against 32; docs/performance.md)
