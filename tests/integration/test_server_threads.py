@@ -10,7 +10,9 @@ import pytest
 import requests
 import yaml
 
+from connectors.rest.config import read_rest_config
 from connectors.rest.model import THREADS_WHEN_STORE_IS_IMMEDIATE, THREADS_WHEN_STORE_WAITS, ServerConfig
+from connectors.rest.summary import rest_summary
 from gateway.config.loader import load_config
 from gateway.daemon import Daemon
 from tests.fixtures.daemon import free_port
@@ -59,3 +61,24 @@ def test_the_default_is_32_when_storing_waits_for_a_commit_and_16_when_it_does_n
 def test_the_daemon_starts_the_storages_default_unless_rest_json_sets_threads(
         tmp_path: Path, broker: Any, storage: dict[str, Any], server: dict[str, Any], expected: int) -> None:
     assert _started_threads(tmp_path, broker, storage, server) == expected
+
+
+def _read(tmp_path: Path, server: dict[str, Any], **mapping: Any) -> Any:
+    rest = {"server": {"port": 5000, **server}, "mapping": [
+        {"endpoint": "/t", "converter": {"type": "json", "deviceNameExpression": "${n}"}, **mapping}]}
+    (tmp_path / "rest.json").write_text(json.dumps(rest), encoding="utf-8")
+    return read_rest_config(str(tmp_path / "rest.json"))
+
+
+def test_check_names_both_defaults_and_the_connection_room_assumes_the_larger(tmp_path: Path) -> None:
+    config, problems = _read(tmp_path, {})
+    assert not problems.errors
+    assert "32 threads with SQLite storage, 16 with memory, 1000 connections" in "\n".join(rest_summary(config))
+    config, _ = _read(tmp_path, {"threads": 5})
+    assert "5 threads, 1000 connections" in "\n".join(rest_summary(config))
+    # the storage is not known where rest.json is checked: room for the larger default is asked
+    waiting = {"response": {"responseExpected": True, "responseAttribute": "r"}}
+    _, problems = _read(tmp_path, {"connectionLimit": 280}, **waiting)
+    assert any("at least 288 (maxWaitingResponses 256 + threads 32)" in str(p) for p in problems.errors)
+    _, problems = _read(tmp_path, {"connectionLimit": 280, "threads": 16}, **waiting)
+    assert not problems.errors
