@@ -156,7 +156,8 @@ class PutCost:
     drained_cpu_us: float = float("nan")  # put, read back and removed (see the module doc)
 
 
-def _storage(kind: str, folder: str) -> EventStorage:
+def new_storage(kind: str, folder: str) -> EventStorage:
+    """A fresh storage of ``kind`` (sqlite-power, sqlite-process, memory), a new file in ``folder``."""
     limits = SizeLimits(max_records=100_000_000, max_bytes=1 << 40)
     if kind == "memory":
         return MemoryStorage(limits)
@@ -172,11 +173,12 @@ def put_cost(kind: str, folder: str, threads: int, puts_per_thread: int) -> PutC
     return PutCost(kind, threads, threads * puts_per_thread, cpu_us, per_commit, drained_us)
 
 
-def _drain(storage: EventStorage, total: int) -> None:
-    """Read and remove ``total`` events the way the gateway's sender does, lingering as it does."""
+def drain_like_sender(storage: EventStorage, total: float, stop: threading.Event | None = None) -> None:
+    """Read and remove ``total`` events (or until ``stop`` is set) the way the gateway's sender does,
+    lingering as it does."""
     last = removed = last_batch = 0
     last_read = 0.0
-    while removed < total:
+    while removed < total and not (stop is not None and stop.is_set()):
         events = storage.peek_after(last, READ_BATCH)
         if not events:
             if not storage.peek_after(last, 1):
@@ -195,7 +197,7 @@ def _drain(storage: EventStorage, total: int) -> None:
 
 def _cpu_per_put(kind: str, folder: str, threads: int, puts_per_thread: int, drain: bool) -> tuple[float, float]:
     """(CPU µs per put, puts per commit) with ``threads`` putters (and a drain thread when ``drain``)."""
-    storage = _storage(kind, folder)
+    storage = new_storage(kind, folder)
     puts = threads * puts_per_thread
     start = threading.Barrier(threads + 1)
 
@@ -206,7 +208,7 @@ def _cpu_per_put(kind: str, folder: str, threads: int, puts_per_thread: int, dra
 
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     if drain:
-        workers.append(threading.Thread(target=_drain, args=(storage, puts), daemon=True))
+        workers.append(threading.Thread(target=drain_like_sender, args=(storage, puts), daemon=True))
     try:
         for w in workers[:threads]:
             w.start()
@@ -220,6 +222,8 @@ def _cpu_per_put(kind: str, folder: str, threads: int, puts_per_thread: int, dra
         stats = storage.stats()
     finally:
         storage.close()
+    if drain and stats["stored"]:  # the drain thread stopped early (it failed): the figure would lie
+        raise RuntimeError(f"the drain left {stats['stored']} of {puts} events in the {kind} storage")
     commits = stats.get("commits", 0)
     return cpu / puts * 1e6, puts / commits if commits else float("nan")
 

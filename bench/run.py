@@ -25,6 +25,7 @@ from bench.report import (  # noqa: E402
 )
 from bench.rpc import RpcRun, measure_rpc  # noqa: E402
 from bench.scenarios import SCENARIOS, Scenario  # noqa: E402
+from bench.synthetic import measure_synthetic, synthetic_table  # noqa: E402
 from bench.systems import (  # noqa: E402
     CEILING_THREADS,
     DURABILITY_LEVELS,
@@ -101,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-fsyncs", type=int, default=300, help="fsyncs and SQLite commits timed for the limits")
     parser.add_argument("--limit-puts", type=int, default=3000,
                         help="puts per storage and in-flight count for the storage CPU per put")
+    parser.add_argument("--synthetic-seconds", type=float, default=3.0,
+                        help="with --limits on, after the runs: seconds of the synthetic limit per pinned scenario, "
+                             "connection count and storage (bench/synthetic.py); 0 skips it")
     parser.add_argument("--smoke", action="store_true",
                         help="a few seconds: main scenario, 8 connections, ceiling + gateway-sqlite, once")
     args = parser.parse_args(argv)
@@ -108,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration, args.warmup, args.repeat = min(args.duration, 2.0), 1.0, 1
         args.connections, args.scenarios, args.systems = "8", "main", "ceiling,gateway-sqlite"
         args.limit_fsyncs, args.limit_puts = min(args.limit_fsyncs, 50), min(args.limit_puts, 200)
+        args.synthetic_seconds = min(args.synthetic_seconds, 0.5)
     return args
 
 
@@ -313,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
              *[f"Note: {n}" for n in args.note], *[f"FAILED RUN: {f[:300]}" for f in failures]]
     notes = [n for n in notes if n]
     add_models(results, limits, max_threads)
+    if limits is not None and args.synthetic_seconds > 0:
+        threads_of = {"sqlite-power": max_threads, "sqlite-process": max_threads,
+                      "memory": args.gateway_threads or ServerConfig().threads_for(store_waits=False)}
+        synthetic_lines = synthetic_table(results, measure_synthetic(results, threads_of, args.synthetic_seconds,
+                                                                     SERVER_CPUS))
+        limit_lines += ["", *synthetic_lines] if synthetic_lines else []
     print("\n".join(table(results)))
     pin_lines = pin_ratio_table(results)
     if pin_lines:
