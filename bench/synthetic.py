@@ -58,11 +58,17 @@ def synthetic_rps(kind: str, http_cpu: float, threads: int, seconds: float, warm
         done = [0] * threads
         payloads = [PAYLOAD]
 
+        failures: list[BaseException] = []
+
         def request(slot: int) -> None:
-            while not stop.is_set():
-                spend_cpu(http_cpu)
-                storage.put(payloads)
-                done[slot] += 1
+            try:
+                while not stop.is_set():
+                    spend_cpu(http_cpu)
+                    storage.put(payloads)
+                    done[slot] += 1
+            except BaseException as exc:  # a thread gone would leave a figure for fewer threads
+                failures.append(exc)
+                stop.set()
 
         workers = [threading.Thread(target=request, args=(i,), daemon=True) for i in range(threads)]
         workers.append(threading.Thread(target=drain_like_sender, args=(storage, float("inf"), stop), daemon=True))
@@ -80,6 +86,8 @@ def synthetic_rps(kind: str, http_cpu: float, threads: int, seconds: float, warm
             for worker in workers:
                 worker.join()
             storage.close()
+    if failures:
+        raise RuntimeError(f"a synthetic request thread failed on the {kind} storage: {failures[0]!r}")
     per_commit = count / commits if commits else float("nan")
     return Synthetic(kind, threads, http_cpu * 1e6, count / wall, cpu / wall, per_commit)
 

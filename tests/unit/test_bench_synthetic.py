@@ -11,6 +11,8 @@ import pytest
 from bench.load import LoadResult
 from bench.report import RunResult
 from bench.synthetic import Synthetic, measure_synthetic, synthetic_rps, synthetic_table
+from gateway.storage.base import StorageFull
+from gateway.storage.memory import MemoryStorage
 
 
 def _run(system: str, rps: float, rep: int = 1, connections: int = 8, cpu_pct: float = 100.0,
@@ -65,3 +67,12 @@ def test_the_table_sets_each_limit_beside_the_ceiling_and_the_gateway() -> None:
     memory = dataclasses.replace(synth, storage="memory", puts_per_commit=float("nan"))
     assert "| — |" in synthetic_table([_run("gateway-memory", 10)], {("main", 8, "memory"): memory})[-1]
     assert synthetic_table(results, {}) == []
+
+
+def test_a_failing_request_thread_fails_the_measurement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: MemoryStorage, payloads: object, *args: object) -> None:
+        raise StorageFull("full")
+
+    monkeypatch.setattr(MemoryStorage, "put", refuse)
+    with pytest.raises(RuntimeError, match="synthetic request thread failed on the memory storage"):
+        synthetic_rps("memory", 10e-6, 2, 0.2, warmup=0.05, folder=str(tmp_path))
