@@ -83,6 +83,13 @@ def _run(path: str, log_level: str | None) -> int:
     for warning in loaded.warnings:
         log.warning("config: %s", warning)
     tune_switch_interval()
+    from gateway.cpus import CpuSettingError, apply_cpus
+
+    try:
+        log.info("%s", apply_cpus(loaded.gateway.cpus, loaded.gateway.file))
+    except CpuSettingError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     from gateway.pidfile import PidFileError, PidFileUnwritable, remove_pid_file, write_pid_file
 
     pid_file = loaded.gateway.pid_file

@@ -68,7 +68,13 @@ def read_general(data: Any, file: str, problems: Problems, env: Mapping[str, str
     return GatewayConfig(file=file, thingsboard=tb, storage=storage, connectors=connectors,
                          log_level=log_level, extension_paths=tuple(paths), admin=admin,
                          logging=logging_config, statistics=statistics, reload=read_reload(data.get("reload")),
-                         pid_file=read_pid_file(data.get("pidFile"), file, storage.data_file_path))
+                         pid_file=read_pid_file(data.get("pidFile"), file, storage.data_file_path),
+                         cpus=_cpus(data.get("cpus", "auto")))
+
+
+def _cpus(value: Any) -> str | tuple[int, ...]:
+    """``cpus`` as validated by the schema: "auto", "all" or the CPU numbers in ascending order."""
+    return tuple(sorted(value)) if isinstance(value, list) else value
 
 
 def _obj(value: Any) -> dict:

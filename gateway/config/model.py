@@ -140,3 +140,4 @@ class GatewayConfig:
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     pid_file: str = ""  # where the running daemon writes its pid (default: beside the storage file)
+    cpus: str | tuple[int, ...] = "auto"  # "auto", "all" or CPU numbers: see gateway.cpus
