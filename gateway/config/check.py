@@ -7,6 +7,7 @@ from connectors.registry import connector_type
 from gateway.config.errors import ConfigProblem
 from gateway.config.loader import ConfigReport, read_all
 from gateway.config.model import GatewayConfig
+from gateway.cpus import describe as describe_cpus
 
 
 def check_report(path: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
@@ -58,7 +59,7 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
                if limit is not None else "")
     lines = [f"  ThingsBoard {tb.host}:{tb.port} ({tb.protocol}, {auth}{tls}, QoS {tb.qos})",
              f"  storage {storage.type}{where}, at most {storage.max_records} records{limited}",
-             f"  log level {cfg.log_level}, log format {cfg.logging.format}",
+             f"  log level {cfg.log_level}, log format {cfg.logging.format}", _cpus_summary(cfg),
              _admin_summary(cfg), _statistics_summary(cfg), _reload_summary(cfg)]
     activity = tb.device_activity
     if activity.enabled:
@@ -69,6 +70,14 @@ def _general_summary(cfg: GatewayConfig) -> list[str]:
                      "(docs/remote-configuration.md)")
     lines += [f"  extension folder {p}" for p in cfg.extension_paths]
     return lines
+
+
+def _cpus_summary(cfg: GatewayConfig) -> str:
+    if cfg.cpus == "auto":
+        return "  runs on one CPU, the least busy at start (cpus: auto)"
+    if cfg.cpus == "all":
+        return "  runs where the kernel places its threads (cpus: all)"
+    return f"  runs on CPUs {describe_cpus(cfg.cpus)} (cpus)"
 
 
 def _admin_summary(cfg: GatewayConfig) -> str:

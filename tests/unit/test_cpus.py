@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.check import check_report
 from gateway.config.loader import load_config
 from gateway.cpus import CpuSettingError, apply_cpus, choose, describe, idlest
 from gateway.reload import restart_only_changes
@@ -63,3 +64,12 @@ def test_a_changed_setting_needs_a_restart(tmp_path: Path) -> None:
     before = load_config(write_set(tmp_path / "b", GENERAL), env={}).gateway
     after = load_config(write_set(tmp_path / "b", {**GENERAL, "cpus": [0]}), env={}).gateway
     assert restart_only_changes(before, after) == [f"{after.file}: cpus"]
+
+
+def test_check_says_where_the_gateway_will_run(tmp_path: Path) -> None:
+    for name, setting, words in (("a", None, "runs on one CPU, the least busy at start (cpus: auto)"),
+                                 ("b", "all", "runs where the kernel places its threads (cpus: all)"),
+                                 ("c", [2, 0, 1, 5], "runs on CPUs 0-2,5 (cpus)")):
+        general = GENERAL if setting is None else {**GENERAL, "cpus": setting}
+        code, text = check_report(write_set(tmp_path / name, general), env={})
+        assert code == 0 and words in text, text
