@@ -122,8 +122,11 @@ def _run(path: str, log_level: str | None) -> int:
 def restart_process(log: logging.Logger) -> None:
     """Replace this process by a fresh run of the same command line (same PID, so systemd, Docker
     and a supervising parent see one process that stayed up); never returns unless exec fails."""
+    from gateway.cpus import restore_start_affinity
+
     argv = [sys.executable, *sys.orig_argv[1:]]
     log.info("restarting: %s", " ".join(argv))
+    restore_start_affinity()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:

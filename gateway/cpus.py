@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 SAMPLE_S = 0.1
 #: CPUs whose idle time in the sample is within this share of the idlest one count as equally idle
 _TIE = 0.1
+#: the CPUs the process could use before :func:`apply_cpus` bound it (empty until then)
+_AT_START: set[int] = set()
 
 
 class CpuSettingError(ValueError):
@@ -114,6 +116,8 @@ def apply_cpus(setting: str | tuple[int, ...], file: str) -> str:
     if not hasattr(os, "sched_setaffinity"):
         return "cpus: this system cannot bind a process to CPUs; the kernel places the threads"
     available = os.sched_getaffinity(0)
+    _AT_START.clear()
+    _AT_START.update(available)
     try:
         chosen = choose(setting, available, lambda: idlest(available), os.getpid())
     except CpuSettingError as exc:
@@ -126,6 +130,16 @@ def apply_cpus(setting: str | tuple[int, ...], file: str) -> str:
         return (f"running on CPU {describe(chosen)} of {describe(available)} (cpus: auto, the least busy at start; "
                 "cpus: all lets the kernel spread the threads)")
     return f"running on CPUs {describe(chosen)} of {describe(available)} (cpus: {_setting_text(setting)})"
+
+
+def restore_start_affinity() -> None:
+    """Give the calling thread back the CPUs the process could use at start.
+
+    Called before an in-place restart (exec): the new run inherits this thread's affinity, and
+    should choose again from every CPU, not only the one this run chose.
+    """
+    if _AT_START and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, _AT_START)
 
 
 def _setting_text(setting: str | tuple[int, ...]) -> str:

@@ -2,12 +2,14 @@
 MQTT client playing ThingsBoard (it sends RPCs to the gateway device and records what comes back)."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import requests
 
 from gateway import __version__
+from gateway.cpus import describe as describe_cpus
 from tests.fixtures.broker import Subscriber
 from tests.fixtures.daemon import DaemonProcess
 
@@ -118,6 +120,12 @@ def test_gateway_restart_answers_then_restarts_the_same_process(make_daemon, mqt
     # the fresh process counts from zero, and a clean stop still ends it with 0
     assert call(mqtt_subscriber, 33, "gateway_stats")["eventsProduced"] == 1
     assert daemon.stop() == 0
+    # each run chose its CPU from all of them: the restart did not inherit the first run's choice
+    runs = [line for line in daemon.log_text().splitlines() if "running on CPU" in line]
+    assert len(runs) == 2, runs
+    if len(os.sched_getaffinity(0)) > 1:
+        everything = describe_cpus(os.sched_getaffinity(0))
+        assert all(f" of {everything} (cpus: auto" in line for line in runs), runs
 
 
 def test_mqtt311_gateway_does_not_answer_its_own_echoed_requests(make_daemon, mqtt_subscriber: Subscriber) -> None:
