@@ -9,12 +9,9 @@ kernel's choice; a list of CPU numbers binds the daemon to those.
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-
-log = logging.getLogger(__name__)
 
 #: how long ``auto`` watches the CPUs before it picks one
 SAMPLE_S = 0.1
