@@ -22,10 +22,12 @@ def cpus_of_threads(pid: int) -> set[str]:
 
 
 def test_a_listed_cpu_holds_every_thread(make_daemon: Any) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("this machine gives the tests one CPU: a listed CPU changes nothing")
     last = max(os.sched_getaffinity(0))
     daemon = make_daemon(REST, general={"cpus": [last]})
     assert cpus_of_threads(daemon.proc.pid) == {str(last)}
-    assert f"running on CPUs {last} of" in daemon.log_text() or len(os.sched_getaffinity(0)) == 1
+    assert f"running on CPUs {last} of" in daemon.log_text()
 
 
 def test_auto_puts_every_thread_on_one_cpu(make_daemon: Any) -> None:
