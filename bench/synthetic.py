@@ -16,11 +16,12 @@ asserts a speed.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import median
 
@@ -140,10 +141,10 @@ def synthetic_table(results: list[RunResult], measured: dict[tuple[str, int, str
              "synthetic ÷ ceiling | core busy | puts per commit | gateway req/s (median) | gateway ÷ synthetic |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (scenario, conns, storage), synth in measured.items():
-        ceiling = _median_rps(results, scenario, conns, lambda system: system == "ceiling")
+        ceiling = _median_rps(results, scenario, conns, "ceiling")
         for system in _systems(results, scenario, conns, storage):
-            gateway = _median_rps(results, scenario, conns, lambda name, wanted=system: name == wanted)
-            per_commit = "—" if synth.puts_per_commit != synth.puts_per_commit else f"{synth.puts_per_commit:.1f}"
+            gateway = _median_rps(results, scenario, conns, system)
+            per_commit = "—" if math.isnan(synth.puts_per_commit) else f"{synth.puts_per_commit:.1f}"
             lines.append(
                 f"| {scenario} | {conns} | {system} | {synth.threads} | {synth.http_cpu_us:.0f} | {synth.rps:,.0f} | "
                 f"{_share(synth.rps, ceiling)} | {synth.busy:.0%} | {per_commit} | {gateway:,.0f} | "
@@ -160,11 +161,11 @@ def _systems(results: Iterable[RunResult], scenario: str, conns: int, storage: s
     return list(names)
 
 
-def _median_rps(results: Iterable[RunResult], scenario: str, conns: int, wanted: Callable[[str], bool]) -> float:
+def _median_rps(results: Iterable[RunResult], scenario: str, conns: int, system: str) -> float:
     rates = [r.load.rps for r in results
-             if r.pin and r.scenario == scenario and r.connections == conns and wanted(r.system)]
+             if r.pin and r.scenario == scenario and r.connections == conns and r.system == system]
     return median(rates) if rates else float("nan")
 
 
 def _share(value: float, of: float) -> str:
-    return "—" if not of == of or not of else f"{value / of:.1%}"
+    return "—" if math.isnan(of) or not of else f"{value / of:.1%}"
